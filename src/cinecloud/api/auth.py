@@ -1,0 +1,53 @@
+"""Bearer API keys for the public API and the worker token for the internal one."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from cinecloud.api.errors import ApiError
+from cinecloud.api.state import AppState, get_state
+from cinecloud.jobs import ApiKeyRecord
+
+__all__ = ["Caller", "WorkerAuth", "require_key", "require_worker"]
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401,
+            "missing_api_key",
+            "send your API key as 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return token.strip()
+
+
+async def require_key(
+    request: Request, state: Annotated[AppState, Depends(get_state)]
+) -> ApiKeyRecord:
+    token = _bearer(request)
+    key = await run_in_threadpool(state.accounts.authenticate, token)
+    if key is None:
+        raise ApiError(
+            401,
+            "invalid_api_key",
+            "the API key is not valid",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return key
+
+
+async def require_worker(request: Request, state: Annotated[AppState, Depends(get_state)]) -> None:
+    token = _bearer(request)
+    if not hmac.compare_digest(token.encode(), state.cfg.worker.token.encode()):
+        raise ApiError(401, "invalid_worker_token", "the worker token is not valid")
+
+
+Caller = Annotated[ApiKeyRecord, Depends(require_key)]
+WorkerAuth = Depends(require_worker)

@@ -1,0 +1,76 @@
+"""``GET /v1/videos/{id}/events``: Server-Sent Events read from ``job_events``.
+
+Every event carries its row id, so a client that reconnects with
+``Last-Event-ID`` resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from cinecloud.api.auth import Caller
+from cinecloud.api.errors import ApiError
+from cinecloud.api.state import AppState, get_state
+from cinecloud.jobs import NotFound
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/videos", tags=["videos"])
+
+_FINAL = frozenset({"completed", "failed", "canceled", "deleted"})
+POLL_S = 0.2
+KEEPALIVE_S = 15.0
+
+
+async def _stream(state: AppState, job_id: str, after: int) -> AsyncIterator[bytes]:
+    idle = 0.0
+    while True:
+        events = await run_in_threadpool(state.jobs.events_after, job_id, after)
+        for ev in events:
+            after = ev.id
+            payload = json.dumps({"type": ev.type, "created_at": ev.created_at, **ev.data})
+            yield f"id: {ev.id}\nevent: {ev.type}\ndata: {payload}\n\n".encode()
+            if ev.type in _FINAL:
+                return
+        if events:
+            idle = 0.0
+            continue
+        await state.events.wait(POLL_S)
+        idle += POLL_S
+        if idle >= KEEPALIVE_S:
+            idle = 0.0
+            yield b": keep-alive\n\n"
+
+
+@router.get("/{video_id}/events")
+async def video_events(
+    video_id: str,
+    caller: Caller,
+    state: Annotated[AppState, Depends(get_state)],
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0)] = None,
+) -> StreamingResponse:
+    try:
+        await run_in_threadpool(state.jobs.get_job, video_id, caller.tenant_id)
+    except NotFound:
+        raise ApiError(
+            404, "video_not_found", f"no video with id '{video_id}'", "video_id"
+        ) from None
+    start = after or 0
+    if last_event_id:
+        if not last_event_id.isdigit():
+            raise ApiError(
+                400, "invalid_value", "Last-Event-ID must be an event id", "Last-Event-ID"
+            )
+        start = int(last_event_id)
+    return StreamingResponse(
+        _stream(state, video_id, start),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,54 @@
+"""``/healthz``, ``/readyz`` and ``/metrics``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from cinecloud.api.state import AppState, get_state
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"])
+State = Annotated[AppState, Depends(get_state)]
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _check(state: AppState) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    try:
+        with state.jobs.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # any driver error means not ready
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        state.store.stat("readyz/probe")
+        checks["storage"] = "ok"
+    except Exception as exc:  # any backend error means not ready
+        checks["storage"] = f"error: {type(exc).__name__}"
+    return checks
+
+
+@router.get("/readyz")
+async def readyz(state: State) -> JSONResponse:
+    checks = await run_in_threadpool(_check, state)
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+    )
+
+
+@router.get("/metrics")
+async def metrics(state: State) -> Response:
+    body = await run_in_threadpool(state.metrics.render)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,315 @@
+"""The worker protocol (docs/worker-protocol.md): register, heartbeat, lease,
+events, uploads, complete, fail. Every call is safe to retry."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from cinecloud.api.auth import WorkerAuth
+from cinecloud.api.errors import ApiError
+from cinecloud.api.state import AppState, get_state
+from cinecloud.delivery import SignatureExpired, SignatureInvalid, sign, verify
+from cinecloud.jobs import ArtifactRecord, JobRecord, LeaseLost, NotFound
+from cinecloud.storage import InvalidKey, blob_key, validate_content_type
+
+__all__ = ["router", "upload_router"]
+
+router = APIRouter(prefix="/internal/v1", tags=["internal"], dependencies=[WorkerAuth])
+upload_router = APIRouter(prefix="/internal/v1", tags=["internal"])
+State = Annotated[AppState, Depends(get_state)]
+MAX_UPLOAD_BYTES = 8 * 1024**3
+
+
+class Register(BaseModel):
+    name: str = Field("", max_length=200)
+    worker_id: str | None = Field(None, max_length=64)
+    capabilities: dict[str, Any] = {}
+
+
+class LeaseRef(BaseModel):
+    job_id: str
+    lease_id: str
+
+
+class Heartbeat(BaseModel):
+    jobs: list[LeaseRef] = []
+    status: str = "idle"
+
+
+class LeaseRequest(BaseModel):
+    worker_id: str
+    models: list[str]
+    max_jobs: int = Field(1, ge=1, le=64)
+    wait_s: float = Field(0.0, ge=0, le=60)
+
+
+class Events(BaseModel):
+    lease_id: str
+    events: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
+
+
+class UploadRequest(BaseModel):
+    lease_id: str
+    names: list[str] = Field(min_length=1, max_length=256)
+
+
+class Artifact(BaseModel):
+    name: str
+    key: str
+    sha256: str
+    size: int = Field(ge=0)
+    content_type: str
+
+
+class Complete(BaseModel):
+    lease_id: str
+    artifacts: list[Artifact]
+    timings: dict[str, float] = {}
+    gpu_seconds: float = Field(0.0, ge=0)
+    seed: int | None = None
+    engine: dict[str, Any] = {}
+
+
+class Fail(BaseModel):
+    lease_id: str
+    code: str = Field(max_length=64)
+    message: str = Field(max_length=4000)
+    retryable: bool = False
+
+
+def _lease_lost(exc: LeaseLost) -> ApiError:
+    return ApiError(409, "lease_lost", str(exc))
+
+
+def _run_job(state: AppState, job: JobRecord) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "lease_id": job.lease_id,
+        "attempt": job.attempts,
+        "model": job.model,
+        "params": {"prompt": job.prompt, "seed": job.seed, **job.params},
+        "lease_ttl_s": state.cfg.queue.lease_ttl_s,
+        "queued_at": job.created_at,
+    }
+
+
+@router.post("/workers/register")
+async def register(body: Register, state: State) -> dict[str, Any]:
+    wid = await run_in_threadpool(
+        state.workers.register, body.worker_id, body.name, body.capabilities
+    )
+    q = state.cfg.queue
+    return {
+        "worker_id": wid,
+        "heartbeat_interval_s": q.heartbeat_interval_s,
+        "lease_ttl_s": q.lease_ttl_s,
+    }
+
+
+@router.post("/workers/{worker_id}/heartbeat")
+async def heartbeat(worker_id: str, body: Heartbeat, state: State) -> dict[str, Any]:
+    ttl = state.cfg.queue.lease_ttl_s
+    known = await run_in_threadpool(state.workers.touch, worker_id, body.status)
+    if not known:
+        raise ApiError(
+            404, "worker_not_found", f"worker '{worker_id}' is not registered; register again"
+        )
+    lost = await run_in_threadpool(
+        state.jobs.extend_leases, [(j.job_id, j.lease_id) for j in body.jobs], ttl
+    )
+    return {"cancel": lost, "lease_ttl_s": ttl}
+
+
+@router.post("/leases")
+async def lease(body: LeaseRequest, state: State) -> dict[str, Any]:
+    q = state.cfg.queue
+    deadline = state.clock() + min(body.wait_s, q.lease_long_poll_s)
+    while True:
+        jobs = await run_in_threadpool(
+            lambda: state.jobs.lease(
+                body.worker_id, body.models, ttl_s=q.lease_ttl_s, max_jobs=body.max_jobs
+            )
+        )
+        remaining = deadline - state.clock()
+        if jobs or remaining <= 0:
+            break
+        await state.notifier.wait(min(remaining, 0.5))
+    if jobs:
+        await run_in_threadpool(state.workers.touch, body.worker_id, "busy")
+    return {"jobs": [_run_job(state, j) for j in jobs]}
+
+
+@router.post("/jobs/{job_id}/events")
+async def events(job_id: str, body: Events, state: State) -> dict[str, Any]:
+    try:
+        await run_in_threadpool(
+            state.jobs.progress, job_id, body.lease_id, body.events, state.cfg.queue.lease_ttl_s
+        )
+    except LeaseLost as exc:
+        raise _lease_lost(exc) from None
+    state.events.notify()
+    return {"cancel": False}
+
+
+def _upload_uri(key: str, lease_id: str) -> str:
+    return f"/internal/v1/blobs/{key}?lease={lease_id}"
+
+
+@router.post("/jobs/{job_id}/uploads")
+async def uploads(job_id: str, body: UploadRequest, state: State) -> dict[str, Any]:
+    try:
+        job = await run_in_threadpool(state.jobs.check_lease, job_id, body.lease_id)
+    except LeaseLost as exc:
+        raise _lease_lost(exc) from None
+    expires = int(state.clock()) + state.cfg.delivery.upload_ttl_s
+    base = state.cfg.server.public_url.rstrip("/")
+    out: dict[str, dict[str, str]] = {}
+    for name in body.names:
+        try:
+            key = blob_key(job.tenant_id, job.id, name)
+        except InvalidKey as exc:
+            raise ApiError(400, "invalid_name", str(exc), "names") from None
+        uri = _upload_uri(key, body.lease_id)
+        sig = sign(uri, expires, state.cfg.delivery.secret)
+        out[name] = {"key": key, "url": f"{base}{uri}&e={expires}&s={sig}"}
+    return {"uploads": out}
+
+
+async def _spool(request: Request, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    size = 0
+    with tempfile.NamedTemporaryFile(dir=directory, delete=False) as fh:
+        path = Path(fh.name)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_UPLOAD_BYTES:
+                    raise ApiError(
+                        413, "upload_too_large", f"upload is over {MAX_UPLOAD_BYTES} bytes"
+                    )
+                fh.write(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    return path
+
+
+def _job_of_key(key: str) -> str:
+    parts = key.split("/")
+    if len(parts) < 5 or parts[0] != "t" or parts[2] != "v":
+        raise ApiError(400, "invalid_key", f"'{key}' is not a job file key")
+    return parts[3]
+
+
+@upload_router.put("/blobs/{key:path}")
+async def put_blob(
+    key: str, request: Request, state: State, lease: str, e: str, s: str
+) -> dict[str, Any]:
+    try:
+        verify(_upload_uri(key, lease), e, s, secret=state.cfg.delivery.secret, now=state.clock())
+    except SignatureInvalid:
+        raise ApiError(403, "invalid_signature", "upload URL signature is not valid") from None
+    except SignatureExpired:
+        raise ApiError(410, "url_expired", "upload URL has expired") from None
+    job_id = _job_of_key(key)
+    try:
+        await run_in_threadpool(state.jobs.check_lease, job_id, lease)
+    except LeaseLost as exc:
+        raise _lease_lost(exc) from None
+    try:
+        ctype = validate_content_type(
+            request.headers.get("content-type", "application/octet-stream")
+        )
+    except ValueError as exc:
+        raise ApiError(400, "invalid_content_type", str(exc), "Content-Type") from None
+    tmp = await _spool(request, state.cfg.server.home / "tmp")
+    try:
+        info = await run_in_threadpool(state.store.put_file, key, tmp, ctype)
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:
+        # A cancel may have landed while the bytes were in flight: keep nothing then.
+        await run_in_threadpool(state.jobs.check_lease, job_id, lease)
+    except LeaseLost as exc:
+        await run_in_threadpool(state.store.delete, key)
+        raise _lease_lost(exc) from None
+    return {"key": key, "size": info.size, "sha256": info.sha256, "content_type": info.content_type}
+
+
+def _verify_artifacts(
+    state: AppState, job: JobRecord, arts: list[Artifact]
+) -> list[ArtifactRecord]:
+    prefix = f"t/{job.tenant_id}/v/{job.id}/"
+    records = []
+    for a in arts:
+        info = state.store.stat(a.key)
+        if not a.key.startswith(prefix) or info is None:
+            raise ApiError(
+                400, "artifact_missing", f"artifact '{a.name}' was not uploaded", "artifacts"
+            )
+        if info.size != a.size or info.sha256 != a.sha256:
+            raise ApiError(
+                400,
+                "artifact_mismatch",
+                f"artifact '{a.name}' differs from its upload",
+                "artifacts",
+            )
+        records.append(ArtifactRecord(job.id, a.name, a.key, a.sha256, a.size, a.content_type))
+    return records
+
+
+@router.post("/jobs/{job_id}/complete")
+async def complete(job_id: str, body: Complete, state: State) -> dict[str, Any]:
+    try:
+        job = await run_in_threadpool(state.jobs.get_job, job_id)
+        if job.status == "completed" and job.lease_id == body.lease_id:
+            return {"status": "completed"}
+        job = await run_in_threadpool(state.jobs.check_lease, job_id, body.lease_id)
+        records = await run_in_threadpool(_verify_artifacts, state, job, body.artifacts)
+        done = await run_in_threadpool(
+            lambda: state.jobs.complete(
+                job_id,
+                body.lease_id,
+                artifacts=records,
+                timings=body.timings,
+                gpu_seconds=body.gpu_seconds,
+                engine=body.engine,
+            )
+        )
+    except NotFound:
+        raise ApiError(409, "lease_lost", f"job {job_id} no longer exists") from None
+    except LeaseLost as exc:
+        raise _lease_lost(exc) from None
+    state.events.notify()
+    state.metrics.completed.labels(model=done.model).inc()
+    state.metrics.observe_timings(done.model, done.timings or {})
+    return {"status": done.status}
+
+
+@router.post("/jobs/{job_id}/fail")
+async def fail(job_id: str, body: Fail, state: State) -> dict[str, Any]:
+    try:
+        job = await run_in_threadpool(
+            lambda: state.jobs.fail(
+                job_id,
+                body.lease_id,
+                code=body.code,
+                message=body.message,
+                retryable=body.retryable,
+            )
+        )
+    except LeaseLost as exc:
+        raise _lease_lost(exc) from None
+    state.events.notify()
+    if job.status == "failed":
+        state.metrics.failed.labels(model=job.model, code=body.code).inc()
+        await run_in_threadpool(state.store.delete_prefix, f"t/{job.tenant_id}/v/{job.id}/")
+    else:
+        state.notifier.notify()
+    return {"status": job.status}

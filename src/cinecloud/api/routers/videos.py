@@ -1,0 +1,281 @@
+"""``/v1/videos``: create, retrieve, list, delete, cancel, content."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from cinecloud.api.auth import Caller
+from cinecloud.api.errors import ApiError
+from cinecloud.api.schemas import DeletedVideo, ErrorBody, VideoCreate, VideoList, VideoObject
+from cinecloud.api.state import AppState, get_state
+from cinecloud.api.views import ARTIFACT_FOR_VARIANT, artifact_url, video_object
+from cinecloud.engine.registry import ParamError, UnknownModel, resolve_params
+from cinecloud.jobs import InvalidTransition, JobRecord, NewJob, NotFound, ReusedIdempotencyKey
+from cinecloud.jobs import request_hash as hash_request
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/videos", tags=["videos"])
+State = Annotated[AppState, Depends(get_state)]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415)
+}
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body_too_large", f"request body is over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"request body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _form_fields(request: Request) -> tuple[dict[str, Any], UploadFile | None]:
+    try:
+        form = await request.form(max_files=1, max_fields=64)
+    except Exception as exc:  # the multipart parser raises several types
+        raise ApiError(400, "invalid_form", f"malformed form data: {exc}") from None
+    data: dict[str, Any] = {}
+    upload: UploadFile | None = None
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if name != "input_reference":
+                raise ApiError(400, "invalid_form", f"unexpected file field '{name}'", name)
+            upload = value
+        else:
+            data[name] = value
+    if isinstance(data.get("metadata"), str):
+        try:
+            data["metadata"] = json.loads(data["metadata"])
+        except ValueError:
+            raise ApiError(
+                400, "invalid_value", "metadata must be a JSON object", "metadata"
+            ) from None
+    return data, upload
+
+
+async def _parse_create(request: Request, state: AppState) -> tuple[VideoCreate, bool]:
+    limit = state.cfg.api.max_body_bytes
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    upload = None
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, "body_too_large", f"request body is over {limit} bytes")
+        data, upload = await _form_fields(request)
+    elif ctype in ("application/json", ""):
+        raw = await _read_limited(request, limit)
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    else:
+        raise ApiError(415, "unsupported_media_type", f"unsupported content type '{ctype}'")
+    try:
+        return VideoCreate.model_validate(data), upload is not None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        param = ".".join(str(p) for p in err["loc"]) or None
+        code = "unknown_parameter" if err["type"] == "extra_forbidden" else "invalid_value"
+        raise ApiError(400, code, f"{param}: {err['msg']}", param) from None
+
+
+def _new_job(state: AppState, caller_tenant: str, body: VideoCreate, idem: str | None) -> NewJob:
+    prompt = body.prompt.strip()
+    if not prompt:
+        raise ApiError(400, "invalid_prompt", "prompt must not be empty", "prompt")
+    limit = state.cfg.api.max_prompt_chars
+    if len(body.prompt) > limit:
+        raise ApiError(
+            400,
+            "prompt_too_long",
+            f"prompt is {len(body.prompt)} characters; the limit is {limit}",
+            "prompt",
+        )
+    if body.negative_prompt and len(body.negative_prompt) > state.cfg.api.max_prompt_chars:
+        raise ApiError(400, "prompt_too_long", "negative_prompt is too long", "negative_prompt")
+    try:
+        spec = state.registry.get(body.model)
+    except UnknownModel as exc:
+        raise ApiError(400, "model_not_found", str(exc.args[0]), "model") from None
+    seed = body.seed if body.seed is not None else state.seeds()
+    try:
+        params = resolve_params(
+            spec,
+            prompt=body.prompt,
+            negative_prompt=body.negative_prompt,
+            size=body.size,
+            seconds=body.seconds,
+            num_frames=body.num_frames,
+            fps=body.fps,
+            steps=body.steps,
+            guidance_scale=body.guidance_scale,
+            seed=seed,
+        )
+    except ParamError as exc:
+        raise ApiError(400, exc.code, str(exc), exc.param) from None
+    resolved = {
+        k: getattr(params, k)
+        for k in (
+            "negative_prompt",
+            "width",
+            "height",
+            "num_frames",
+            "fps",
+            "steps",
+            "guidance_scale",
+        )
+    }
+    seconds = (
+        str(body.seconds) if body.seconds is not None else f"{params.num_frames / params.fps:g}"
+    )
+    return NewJob(
+        tenant_id=caller_tenant,
+        model=spec.id,
+        prompt=body.prompt,
+        params=resolved,
+        seconds=seconds,
+        size=f"{params.width}x{params.height}",
+        seed=seed,
+        priority=body.priority,
+        metadata=body.metadata,
+        idempotency_key=idem,
+        request_hash=hash_request(body.model_dump()) if idem else None,
+    )
+
+
+async def _view(state: AppState, job: JobRecord) -> dict[str, Any]:
+    position = await run_in_threadpool(state.jobs.queue_position, job)
+    return video_object(state, job, position)
+
+
+async def _get(state: AppState, job_id: str, tenant_id: str) -> JobRecord:
+    try:
+        return await run_in_threadpool(state.jobs.get_job, job_id, tenant_id)
+    except NotFound:
+        raise ApiError(404, "video_not_found", f"no video with id '{job_id}'", "video_id") from None
+
+
+@router.post("", response_model=VideoObject, responses=_ERRORS)
+async def create_video(
+    request: Request,
+    caller: Caller,
+    state: State,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JSONResponse:
+    body, has_reference = await _parse_create(request, state)
+    new = _new_job(state, caller.tenant_id, body, idempotency_key)
+    if has_reference:
+        raise ApiError(
+            400,
+            "input_reference_not_supported",
+            f"model '{new.model}' generates from text only; input_reference is not accepted",
+            "input_reference",
+        )
+    try:
+        job, created = await run_in_threadpool(state.jobs.create_job, new)
+    except ReusedIdempotencyKey as exc:
+        raise ApiError(409, "idempotency_key_reused", str(exc), "Idempotency-Key") from None
+    if created:
+        state.metrics.submitted.labels(model=job.model).inc()
+        state.notifier.notify()
+        state.events.notify()
+    return JSONResponse(await _view(state, job))
+
+
+@router.get("", response_model=VideoList, responses=_ERRORS)
+async def list_videos(
+    caller: Caller,
+    state: State,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+) -> JSONResponse:
+    try:
+        jobs, more = await run_in_threadpool(
+            lambda: state.jobs.list_jobs(caller.tenant_id, after=after, limit=limit, order=order)
+        )
+    except NotFound:
+        raise ApiError(404, "video_not_found", f"no video with id '{after}'", "after") from None
+    data = [video_object(state, j, None) for j in jobs]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": more,
+        }
+    )
+
+
+@router.get("/{video_id}", response_model=VideoObject, responses=_ERRORS)
+async def retrieve_video(video_id: str, caller: Caller, state: State) -> JSONResponse:
+    return JSONResponse(await _view(state, await _get(state, video_id, caller.tenant_id)))
+
+
+async def _remove_files(state: AppState, job: JobRecord) -> None:
+    await run_in_threadpool(state.store.delete_prefix, f"t/{job.tenant_id}/v/{job.id}/")
+
+
+@router.delete("/{video_id}", response_model=DeletedVideo, responses=_ERRORS)
+async def delete_video(video_id: str, caller: Caller, state: State) -> JSONResponse:
+    try:
+        job = await run_in_threadpool(state.jobs.delete_job, video_id, caller.tenant_id)
+    except NotFound:
+        raise ApiError(
+            404, "video_not_found", f"no video with id '{video_id}'", "video_id"
+        ) from None
+    await _remove_files(state, job)
+    state.events.notify()
+    if job.status == "canceled":
+        state.metrics.canceled.labels(model=job.model).inc()
+    return JSONResponse({"id": job.id, "object": "video.deleted", "deleted": True})
+
+
+@router.post("/{video_id}/cancel", response_model=VideoObject, responses=_ERRORS)
+async def cancel_video(video_id: str, caller: Caller, state: State) -> JSONResponse:
+    try:
+        job = await run_in_threadpool(state.jobs.cancel, video_id, caller.tenant_id)
+    except NotFound:
+        raise ApiError(
+            404, "video_not_found", f"no video with id '{video_id}'", "video_id"
+        ) from None
+    except InvalidTransition as exc:
+        raise ApiError(409, "invalid_state", f"video is already {exc.status.value}") from None
+    await _remove_files(state, job)
+    state.events.notify()
+    state.metrics.canceled.labels(model=job.model).inc()
+    return JSONResponse(video_object(state, job, None))
+
+
+@router.get("/{video_id}/content", responses={**_ERRORS, 307: {"description": "Signed URL"}})
+async def video_content(
+    video_id: str,
+    caller: Caller,
+    state: State,
+    variant: Literal["video", "thumbnail", "poster", "spritesheet"] = "video",
+) -> RedirectResponse:
+    job = await _get(state, video_id, caller.tenant_id)
+    if job.status != "completed":
+        raise ApiError(409, "video_not_ready", f"video is {job.status}, not completed")
+    name = ARTIFACT_FOR_VARIANT[variant]
+    key = next((a.key for a in job.artifacts if a.name == name), None)
+    if key is None:
+        raise ApiError(404, "variant_not_available", f"this video has no {variant}", "variant")
+    return RedirectResponse(artifact_url(state, key), status_code=307)

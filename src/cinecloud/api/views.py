@@ -1,0 +1,76 @@
+"""Job records to wire objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cinecloud.api.state import AppState
+from cinecloud.delivery import signed_url
+from cinecloud.jobs import JobRecord
+
+__all__ = ["ARTIFACT_FOR_VARIANT", "artifact_url", "video_object"]
+
+# The OpenAI SDK's variant names (plus ``poster``) and the files that carry them.
+ARTIFACT_FOR_VARIANT = {
+    "video": "video.mp4",
+    "thumbnail": "thumbnail.jpg",
+    "poster": "poster.jpg",
+    "spritesheet": "spritesheet.jpg",
+}
+
+
+def artifact_url(state: AppState, key: str) -> str:
+    d = state.cfg.delivery
+    return signed_url(d.base_url, key, secret=d.secret, expires=int(state.clock()) + d.url_ttl_s)
+
+
+def _outputs(state: AppState, job: JobRecord) -> dict[str, str] | None:
+    if job.status != "completed":
+        return None
+    by_name = {a.name: a.key for a in job.artifacts}
+    return {
+        variant: artifact_url(state, by_name[name])
+        for variant, name in ARTIFACT_FOR_VARIANT.items()
+        if name in by_name
+    }
+
+
+def video_object(state: AppState, job: JobRecord, queue_position: int | None) -> dict[str, Any]:
+    p = job.params
+    error = (
+        {"code": job.error_code, "message": job.error_message or ""}
+        if job.status == "failed" and job.error_code
+        else None
+    )
+    return {
+        "id": job.id,
+        "object": "video",
+        "status": job.status,
+        "progress": job.progress,
+        "created_at": int(job.created_at),
+        "completed_at": int(job.completed_at) if job.completed_at else None,
+        "expires_at": int(job.expires_at) if job.expires_at else None,
+        "model": job.model,
+        "prompt": job.prompt,
+        "seconds": job.seconds,
+        "size": job.size,
+        "error": error,
+        "remixed_from_video_id": None,
+        "stage": job.stage,
+        "step": job.step,
+        "total_steps": job.total_steps,
+        "eta_s": job.eta_s,
+        "queue_position": queue_position,
+        "timings": job.timings,
+        "outputs": _outputs(state, job),
+        "usage": {"gpu_seconds": job.gpu_seconds or 0.0},
+        "seed": job.seed,
+        "num_frames": p["num_frames"],
+        "fps": p["fps"],
+        "steps": p["steps"],
+        "guidance_scale": p["guidance_scale"],
+        "negative_prompt": p["negative_prompt"],
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "metadata": job.metadata,
+    }

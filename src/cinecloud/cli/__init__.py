@@ -1,0 +1,1 @@
+"""Thin commands that parse, build the config and call in."""

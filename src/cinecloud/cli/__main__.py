@@ -1,0 +1,3 @@
+from cinecloud.cli.main import main
+
+main()

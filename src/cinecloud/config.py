@@ -1,0 +1,307 @@
+"""Settings: the one loader of environment variables and the config file.
+
+Everything else receives frozen section objects built here; nothing else reads
+``os.environ`` for configuration.
+
+Sources, highest priority first:
+
+1. keyword arguments to :func:`load_config` (the CLI passes its flags this way);
+2. environment variables ``CINECLOUD_<FIELD>`` (nested: ``CINECLOUD_DB__URL``);
+3. the TOML file named by ``CINECLOUD_CONFIG`` (or ``--config``);
+4. the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = [
+    "ApiConfig",
+    "Config",
+    "DatabaseConfig",
+    "DeliveryConfig",
+    "EngineConfig",
+    "QueueConfig",
+    "ServerConfig",
+    "StorageConfig",
+    "WorkerConfig",
+    "load_config",
+    "repo_root",
+]
+
+
+def repo_root() -> Path:
+    """The source checkout (where ``models/`` lives) when running from one."""
+    return Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------- frozen sections
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = "http://127.0.0.1:8000"
+    home: Path = Path(".cinecloud")
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///.cinecloud/cinecloud.db"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    backend: str = "local"
+    root: Path = Path(".cinecloud/blobs")
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    secret: str = ""
+    url_ttl_s: int = 3600
+    # Where signed /cdn URLs point: the origin itself or an edge in front of it.
+    base_url: str = "http://127.0.0.1:8000"
+    upload_ttl_s: int = 3600
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    lease_ttl_s: float = 30.0
+    heartbeat_interval_s: float = 2.0
+    max_attempts: int = 3
+    sweep_interval_s: float = 1.0
+    lease_long_poll_s: float = 2.0
+    job_ttl_s: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    max_prompt_chars: int = 2000
+    max_body_bytes: int = 20 * 1024 * 1024
+    default_page_size: int = 20
+    max_page_size: int = 100
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    models_dir: Path = field(default_factory=lambda: repo_root() / "models")
+    default_model: str = "cinecloud/tiny-wan"
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    server_url: str = "http://127.0.0.1:8000"
+    token: str = ""
+    name: str = ""
+    models: tuple[str, ...] = ()
+    cancel_grace_s: float = 3.0
+    work_dir: Path = Path(".cinecloud/work")
+    # "module:callable" building the runner in the worker's child; empty = the real engine.
+    runner_factory: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    db: DatabaseConfig
+    storage: StorageConfig
+    delivery: DeliveryConfig
+    queue: QueueConfig
+    api: ApiConfig
+    engine: EngineConfig
+    worker: WorkerConfig
+
+    def redacted(self) -> dict[str, Any]:
+        """A plain dict for display, with secrets masked."""
+        data = asdict(self)
+        for section, key in (("delivery", "secret"), ("worker", "token")):
+            if data[section][key]:
+                data[section][key] = "***"
+        result: dict[str, Any] = _jsonable(data)
+        return result
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# ---------------------------------------------------------------- the loader
+
+
+class _Server(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    public_url: str | None = None
+    home: Path = Path(".cinecloud")
+
+
+class _Database(BaseModel):
+    url: str | None = None
+
+
+class _Storage(BaseModel):
+    backend: str = "local"
+    root: Path | None = None
+
+
+class _Delivery(BaseModel):
+    secret: str | None = None
+    url_ttl_s: int = Field(3600, gt=0)
+    base_url: str | None = None
+    upload_ttl_s: int = Field(3600, gt=0)
+
+
+class _Queue(BaseModel):
+    lease_ttl_s: float = Field(30.0, gt=0)
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    sweep_interval_s: float = Field(1.0, gt=0)
+    lease_long_poll_s: float = Field(2.0, ge=0)
+    job_ttl_s: int = Field(7 * 24 * 3600, gt=0)
+
+
+class _Api(BaseModel):
+    max_prompt_chars: int = Field(2000, gt=0)
+    max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    default_page_size: int = Field(20, gt=0)
+    max_page_size: int = Field(100, gt=0)
+
+
+class _Engine(BaseModel):
+    models_dir: Path | None = None
+    default_model: str = "cinecloud/tiny-wan"
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+class _Worker(BaseModel):
+    server_url: str = "http://127.0.0.1:8000"
+    token: str = ""
+    name: str = ""
+    models: list[str] = []
+    cancel_grace_s: float = Field(3.0, gt=0)
+    work_dir: Path | None = None
+    runner_factory: str = ""
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the optional TOML config file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path is not None:
+            if not path.is_file():
+                raise FileNotFoundError(f"config file not found: {path}")
+            with path.open("rb") as fh:
+                self._data = tomllib.load(fh)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CINECLOUD_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    server: _Server = _Server()
+    db: _Database = _Database()
+    storage: _Storage = _Storage()
+    delivery: _Delivery = _Delivery()
+    queue: _Queue = _Queue()
+    api: _Api = _Api()
+    engine: _Engine = _Engine()
+    worker: _Worker = _Worker()
+
+    _config_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        raw = os.environ.get("CINECLOUD_CONFIG")
+        return (init_settings, env_settings, _TomlSource(settings_cls, Path(raw) if raw else None))
+
+
+def _secret_for(home: Path, name: str) -> str:
+    """A secret that survives restarts: generated once under ``home``."""
+    path = home / name
+    if path.is_file():
+        return path.read_text().strip()
+    home.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) -> Config:
+    """Build the frozen config. ``overrides`` are sections, e.g. ``server={"port": 0}``."""
+    if config_file is not None:
+        os.environ["CINECLOUD_CONFIG"] = str(config_file)
+    s = Settings(**overrides)  # type: ignore[arg-type]
+    home = s.server.home
+    public_url = s.server.public_url or f"http://{s.server.host}:{s.server.port}"
+    secret = s.delivery.secret or _secret_for(home, "secret")
+    worker_token = s.worker.token or _secret_for(home, "worker-token")
+    return Config(
+        server=ServerConfig(
+            host=s.server.host, port=s.server.port, public_url=public_url, home=home
+        ),
+        db=DatabaseConfig(url=s.db.url or f"sqlite:///{home / 'cinecloud.db'}"),
+        storage=StorageConfig(backend=s.storage.backend, root=s.storage.root or home / "blobs"),
+        delivery=DeliveryConfig(
+            secret=secret,
+            url_ttl_s=s.delivery.url_ttl_s,
+            base_url=s.delivery.base_url or public_url,
+            upload_ttl_s=s.delivery.upload_ttl_s,
+        ),
+        queue=QueueConfig(**s.queue.model_dump()),
+        api=ApiConfig(**s.api.model_dump()),
+        engine=EngineConfig(
+            models_dir=s.engine.models_dir or repo_root() / "models",
+            default_model=s.engine.default_model,
+            device=s.engine.device,
+            dtype=s.engine.dtype,
+        ),
+        worker=WorkerConfig(
+            server_url=s.worker.server_url,
+            token=worker_token,
+            name=s.worker.name,
+            models=tuple(s.worker.models),
+            cancel_grace_s=s.worker.cancel_grace_s,
+            work_dir=s.worker.work_dir or home / "work",
+            runner_factory=s.worker.runner_factory,
+        ),
+    )

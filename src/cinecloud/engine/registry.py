@@ -1,0 +1,449 @@
+"""The model registry: which models exist, their defaults and limits, and request validation.
+
+This module is pure and imports neither torch nor diffusers: the API process uses it to
+check a request against the chosen model before a job is stored.
+
+To add a model, append a :class:`ModelSpec` to :func:`builtin_specs` (and, for a new
+family, register the family in :mod:`cinecloud.engine.families`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import re
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cinecloud.config import EngineConfig, repo_root
+
+__all__ = [
+    "FRAME_RULES",
+    "MAX_SEED",
+    "GenerationParams",
+    "ModelDefaults",
+    "ModelLimits",
+    "ModelNotInstalled",
+    "ModelSpec",
+    "ParamError",
+    "Registry",
+    "UnknownModel",
+    "builtin_specs",
+    "check_installed",
+    "default_registry",
+    "frames_for_seconds",
+    "resolve_params",
+    "validate_params",
+]
+
+MAX_SEED = 2**63 - 1  # seeds must fit a signed 64-bit column
+INSTALLED_MARKER = "model_index.json"  # every family loads a diffusers pipeline directory
+_SIZE_RE = re.compile(r"([0-9]+)x([0-9]+)")
+_SECONDS_RE = re.compile(r"[0-9]+")
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    size_multiple: int
+    min_side: int
+    max_width: int
+    max_height: int
+    frame_rule: str  # a key of FRAME_RULES: "4k+1" or "any"
+    min_frames: int
+    max_frames: int
+    max_pixel_frames: int  # width * height * num_frames
+    max_steps: int
+    min_fps: int
+    max_fps: int
+    max_guidance: float
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    width: int
+    height: int
+    num_frames: int
+    fps: int
+    steps: int
+    guidance_scale: float
+    # The size render shows the video at (it may upscale to it); None keeps the generated size.
+    display_size: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    family: str
+    source: Path
+    description: str
+    defaults: ModelDefaults
+    limits: ModelLimits
+    build_command: str
+    owned_by: str = "cinecloud"
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    num_frames: int
+    fps: int
+    steps: int
+    guidance_scale: float
+    seed: int
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ParamError(ValueError):
+    """A request parameter the chosen model cannot accept."""
+
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+
+
+class UnknownModel(KeyError):
+    """No model with this id is registered."""
+
+    def __init__(self, model_id: str, known: Iterable[str]) -> None:
+        self.model_id = model_id
+        self.known = tuple(known)
+        self.message = f"unknown model {model_id!r}; known models: {', '.join(self.known)}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ModelNotInstalled(FileNotFoundError):
+    """The model's files are not on this machine."""
+
+    def __init__(self, spec: ModelSpec, missing: Path) -> None:
+        self.model_id = spec.id
+        self.path = missing
+        self.command = spec.build_command
+        self.message = (
+            f"model {spec.id} is not installed: {missing} not found; "
+            f"build it with: {spec.build_command}"
+        )
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# ---------------------------------------------------------------- frame rules
+
+FRAME_RULES = ("4k+1", "any")
+
+
+def _frames_valid(rule: str, n: int) -> bool:
+    if rule == "4k+1":
+        return n % 4 == 1
+    if rule == "any":
+        return True
+    raise ValueError(f"unknown frame_rule {rule!r}; known: {', '.join(FRAME_RULES)}")
+
+
+def frames_for_seconds(rule: str, seconds: int, fps: int) -> int:
+    """The smallest frame count valid under ``rule`` with at least ``seconds * fps`` frames.
+
+    For "4k+1" that is ``4 * ceil((seconds * fps - 1) / 4) + 1``: 4 s at 8 fps gives 33.
+    """
+    wanted = seconds * fps
+    if rule == "4k+1":
+        return 4 * math.ceil((wanted - 1) / 4) + 1
+    if rule == "any":
+        return wanted
+    raise ValueError(f"unknown frame_rule {rule!r}; known: {', '.join(FRAME_RULES)}")
+
+
+# ---------------------------------------------------------------- the registry
+
+
+class Registry:
+    """The models this deployment knows, in registration order."""
+
+    def __init__(self, specs: Iterable[ModelSpec], default_id: str) -> None:
+        self._specs: dict[str, ModelSpec] = {}
+        for spec in specs:
+            if spec.id in self._specs:
+                raise ValueError(f"model {spec.id!r} is registered twice")
+            if spec.limits.frame_rule not in FRAME_RULES:
+                raise ValueError(
+                    f"model {spec.id!r} has unknown frame_rule {spec.limits.frame_rule!r}"
+                )
+            self._specs[spec.id] = spec
+        if default_id not in self._specs:
+            raise UnknownModel(default_id, self._specs)
+        self._default_id = default_id
+
+    @property
+    def default_id(self) -> str:
+        return self._default_id
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(self._specs)
+
+    def get(self, model_id: str | None) -> ModelSpec:
+        """The spec for ``model_id``; ``None`` means the default model."""
+        key = self._default_id if model_id is None else model_id
+        try:
+            return self._specs[key]
+        except KeyError:
+            raise UnknownModel(key, self._specs) from None
+
+    def list(self) -> builtins.list[ModelSpec]:
+        return builtins.list(self._specs.values())
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._specs
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
+def _tiny_wan(models_dir: Path) -> ModelSpec:
+    source = models_dir / "tiny-wan"
+    command = "python scripts/make_tiny_wan.py"
+    if source.resolve() != (repo_root() / "models" / "tiny-wan").resolve():
+        command += f" --out {shlex.quote(str(source))}"
+    return ModelSpec(
+        id="cinecloud/tiny-wan",
+        family="wan-t2v",
+        source=source,
+        description="Tiny random-weight Wan text-to-video model for local runs and tests",
+        defaults=ModelDefaults(
+            width=64,
+            height=64,
+            num_frames=9,
+            fps=8,
+            steps=4,
+            guidance_scale=5.0,
+            display_size=None,
+        ),
+        limits=ModelLimits(
+            size_multiple=16,
+            min_side=16,
+            max_width=256,
+            max_height=256,
+            frame_rule="4k+1",
+            min_frames=5,
+            max_frames=33,
+            max_pixel_frames=256 * 256 * 33,
+            max_steps=100,
+            min_fps=1,
+            max_fps=30,
+            max_guidance=20.0,
+        ),
+        build_command=command,
+    )
+
+
+def builtin_specs(models_dir: Path) -> builtins.list[ModelSpec]:
+    """The models that ship with cinecloud, with their files under ``models_dir``."""
+    return [_tiny_wan(models_dir)]
+
+
+def default_registry(cfg: EngineConfig) -> Registry:
+    return Registry(builtin_specs(cfg.models_dir), cfg.default_model)
+
+
+def check_installed(spec: ModelSpec) -> None:
+    """Raise :class:`ModelNotInstalled` unless the model's files are present."""
+    marker = spec.source / INSTALLED_MARKER
+    if not marker.is_file():
+        raise ModelNotInstalled(spec, marker)
+
+
+# ---------------------------------------------------------------- request validation
+
+
+def _parse_size(size: str) -> tuple[int, int]:
+    match = _SIZE_RE.fullmatch(size)
+    if match is None:
+        raise ParamError("invalid_size", f"size must look like 64x64 (got {size!r})", "size")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _parse_seconds(seconds: str | int) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, str | int):
+        raise ParamError(
+            "invalid_seconds", f"seconds must be a positive integer (got {seconds!r})", "seconds"
+        )
+    text = str(seconds)
+    if not _SECONDS_RE.fullmatch(text) or int(text) < 1:
+        raise ParamError(
+            "invalid_seconds", f"seconds must be a positive integer (got {seconds!r})", "seconds"
+        )
+    return int(text)
+
+
+def _round_half_up(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def _frames_from_seconds(spec: ModelSpec, seconds: int, fps: int) -> int:
+    lim = spec.limits
+    frames = frames_for_seconds(lim.frame_rule, seconds, fps)
+    if not lim.min_frames <= frames <= lim.max_frames:
+        raise ParamError(
+            "invalid_seconds",
+            f"seconds={seconds} at {fps} fps needs {frames} frames; "
+            f"{spec.id} allows {lim.min_frames}..{lim.max_frames}",
+            "seconds",
+        )
+    return frames
+
+
+def _check_seconds_agree(seconds: int, num_frames: int, fps: int) -> None:
+    if _round_half_up(num_frames / fps) != seconds:
+        raise ParamError(
+            "invalid_seconds",
+            f"seconds={seconds} disagrees with num_frames={num_frames} at {fps} fps "
+            f"({num_frames / fps:.3g} s)",
+            "seconds",
+        )
+
+
+def _check_size(spec: ModelSpec, width: int, height: int) -> None:
+    lim = spec.limits
+    m = lim.size_multiple
+    if width % m or height % m:
+        raise ParamError(
+            "invalid_size",
+            f"width and height must be multiples of {m} for {spec.id} (got {width}x{height})",
+            "size",
+        )
+    if not (lim.min_side <= width <= lim.max_width and lim.min_side <= height <= lim.max_height):
+        raise ParamError(
+            "invalid_size",
+            f"size must be between {lim.min_side}x{lim.min_side} and "
+            f"{lim.max_width}x{lim.max_height} for {spec.id} (got {width}x{height})",
+            "size",
+        )
+
+
+def _check_frames(spec: ModelSpec, num_frames: int) -> None:
+    lim = spec.limits
+    if not _frames_valid(lim.frame_rule, num_frames):
+        raise ParamError(
+            "invalid_num_frames",
+            f"num_frames must be {lim.frame_rule} for {spec.id} (got {num_frames})",
+            "num_frames",
+        )
+    if not lim.min_frames <= num_frames <= lim.max_frames:
+        raise ParamError(
+            "invalid_num_frames",
+            f"num_frames must be in {lim.min_frames}..{lim.max_frames} for {spec.id} "
+            f"(got {num_frames})",
+            "num_frames",
+        )
+
+
+def _check_budget(spec: ModelSpec, p: GenerationParams) -> None:
+    total = p.width * p.height * p.num_frames
+    if total > spec.limits.max_pixel_frames:
+        raise ParamError(
+            "invalid_size",
+            f"{p.width}x{p.height} x {p.num_frames} frames is {total} pixel-frames; "
+            f"{spec.id} allows at most {spec.limits.max_pixel_frames}",
+            "size",
+        )
+
+
+def _check_fps(spec: ModelSpec, fps: int) -> None:
+    lim = spec.limits
+    if not lim.min_fps <= fps <= lim.max_fps:
+        raise ParamError(
+            "invalid_fps",
+            f"fps must be in {lim.min_fps}..{lim.max_fps} for {spec.id} (got {fps})",
+            "fps",
+        )
+
+
+def _check_scalars(spec: ModelSpec, p: GenerationParams) -> None:
+    lim = spec.limits
+    if not 1 <= p.steps <= lim.max_steps:
+        raise ParamError(
+            "invalid_steps",
+            f"steps must be in 1..{lim.max_steps} for {spec.id} (got {p.steps})",
+            "steps",
+        )
+    if not 0.0 <= p.guidance_scale <= lim.max_guidance:
+        raise ParamError(
+            "invalid_guidance_scale",
+            f"guidance_scale must be in 0..{lim.max_guidance:g} for {spec.id} "
+            f"(got {p.guidance_scale})",
+            "guidance_scale",
+        )
+    if not 0 <= p.seed <= MAX_SEED:
+        raise ParamError("invalid_seed", f"seed must be in 0..2**63-1 (got {p.seed})", "seed")
+
+
+def validate_params(spec: ModelSpec, params: GenerationParams) -> None:
+    """Raise :class:`ParamError` unless ``params`` fit ``spec``'s limits."""
+    _check_size(spec, params.width, params.height)
+    _check_frames(spec, params.num_frames)
+    _check_budget(spec, params)
+    _check_fps(spec, params.fps)
+    _check_scalars(spec, params)
+
+
+def resolve_params(
+    spec: ModelSpec,
+    *,
+    prompt: str,
+    negative_prompt: str | None,
+    size: str | None,
+    seconds: str | int | None,
+    num_frames: int | None,
+    fps: int | None,
+    steps: int | None,
+    guidance_scale: float | None,
+    seed: int,
+) -> GenerationParams:
+    """Fill a request's missing fields from ``spec``'s defaults and check it fits the model.
+
+    ``seconds`` sets the frame count when ``num_frames`` is not given; when both are given,
+    ``num_frames / fps`` rounded to the nearest integer must equal ``seconds``.
+    """
+    d = spec.defaults
+    width, height = (d.width, d.height) if size is None else _parse_size(size)
+    _check_size(spec, width, height)
+    fps = d.fps if fps is None else fps
+    _check_fps(spec, fps)
+    secs = None if seconds is None else _parse_seconds(seconds)
+    if num_frames is not None:
+        _check_frames(spec, num_frames)
+        if secs is not None:
+            _check_seconds_agree(secs, num_frames, fps)
+    elif secs is not None:
+        num_frames = _frames_from_seconds(spec, secs, fps)
+    else:
+        num_frames = d.num_frames
+    params = GenerationParams(
+        prompt=prompt,
+        negative_prompt="" if negative_prompt is None else negative_prompt,
+        width=width,
+        height=height,
+        num_frames=num_frames,
+        fps=fps,
+        steps=d.steps if steps is None else steps,
+        guidance_scale=d.guidance_scale if guidance_scale is None else guidance_scale,
+        seed=seed,
+    )
+    validate_params(spec, params)
+    return params

@@ -1,0 +1,188 @@
+"""The runner: load one model, then turn :class:`GenerationParams` into frames.
+
+The runner is generic; a model's family (see :mod:`cinecloud.engine.families`) does the
+work. A run reads top to bottom: validate, text encode, denoise (with a progress and
+cancel check before the loop and after every step), decode. Each stage is timed with the
+injected clock.
+
+Importing this module does not import torch; :meth:`Runner.load` does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from cinecloud.engine.families import Family, make_family
+from cinecloud.engine.registry import GenerationParams, ModelSpec, check_installed, validate_params
+
+__all__ = [
+    "DTYPES",
+    "Cancelled",
+    "RunResult",
+    "Runner",
+    "RunnerProtocol",
+    "StepInfo",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    stage: str  # "denoise"
+    step: int  # 0 before the first step, then 1..total_steps
+    total_steps: int
+    elapsed_s: float  # since the denoise stage began
+
+
+@dataclass
+class RunResult:
+    frames: np.ndarray  # uint8, (T, H, W, 3)
+    fps: int
+    timings: dict[str, float]  # seconds: text_encode, denoise, decode
+    seed: int
+    device: str  # e.g. "cpu", "cuda"
+    dtype: str  # e.g. "float32", "bfloat16"
+
+
+class Cancelled(Exception):
+    """The run was stopped because ``should_cancel`` returned true."""
+
+    def __init__(self, step: int, total_steps: int) -> None:
+        super().__init__(f"canceled at step {step}/{total_steps}")
+        self.step = step
+        self.total_steps = total_steps
+
+
+class RunnerProtocol(Protocol):
+    """What a worker needs from a runner; :class:`Runner` and the fake both follow it."""
+
+    spec: ModelSpec
+
+    def load(self) -> float: ...
+
+    def run(
+        self,
+        params: GenerationParams,
+        on_step: Callable[[StepInfo], None],
+        should_cancel: Callable[[], bool],
+    ) -> RunResult: ...
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` becomes ``"cuda"`` when CUDA is available, else ``"cpu"``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"invalid device {device!r}: {exc}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``"auto"`` becomes bfloat16 on CUDA and float32 elsewhere."""
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)} (got {dtype!r})")
+    return dtype
+
+
+class Runner:
+    """Runs one model. Build it, :meth:`load` once, then :meth:`run` many times."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.spec = spec
+        self._want_device = device
+        self._want_dtype = dtype
+        self._clock = clock
+        self._family: Family | None = None
+        self.device: str | None = None
+        self.dtype: str | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._family is not None
+
+    def load(self) -> float:
+        """Load the model's pipeline from ``spec.source``; returns the seconds it took.
+
+        Raises :class:`~cinecloud.engine.registry.ModelNotInstalled` if the files are missing.
+        """
+        check_installed(self.spec)
+        start = self._clock()
+        device = resolve_device(self._want_device)
+        dtype = resolve_dtype(self._want_dtype, device)
+        family = make_family(self.spec.family)
+        family.load(self.spec.source, device=device, dtype=dtype)
+        self._family, self.device, self.dtype = family, device, dtype
+        return self._clock() - start
+
+    def run(
+        self,
+        params: GenerationParams,
+        on_step: Callable[[StepInfo], None],
+        should_cancel: Callable[[], bool],
+    ) -> RunResult:
+        """Generate one video. Raises :class:`Cancelled` between steps when asked to stop."""
+        family = self._family
+        if family is None or self.device is None or self.dtype is None:
+            raise RuntimeError(f"runner for {self.spec.id} is not loaded; call load() first")
+        validate_params(self.spec, params)
+        clock, total = self._clock, params.steps
+        timings: dict[str, float] = {}
+        if should_cancel():
+            raise Cancelled(0, total)
+
+        start = clock()
+        encoded = family.encode(params)
+        timings["text_encode"] = clock() - start
+
+        start = clock()
+
+        def step(k: int) -> None:
+            on_step(StepInfo("denoise", k, total, clock() - start))
+            if should_cancel():
+                raise Cancelled(k, total)
+
+        step(0)
+        latents = family.denoise(encoded, params, on_step=step)
+        timings["denoise"] = clock() - start
+
+        start = clock()
+        frames = family.decode(latents)
+        timings["decode"] = clock() - start
+
+        expected = (params.num_frames, params.height, params.width, 3)
+        if frames.shape != expected or frames.dtype != np.uint8:
+            raise RuntimeError(
+                f"{self.spec.family} returned frames {frames.dtype}{frames.shape}, "
+                f"expected uint8{expected}"
+            )
+        return RunResult(
+            frames=frames,
+            fps=params.fps,
+            timings=timings,
+            seed=params.seed,
+            device=self.device,
+            dtype=self.dtype,
+        )

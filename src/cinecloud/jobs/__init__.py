@@ -1,0 +1,41 @@
+"""Jobs: the job model, pure lifecycle transitions, the SQL store and leases."""
+
+from cinecloud.jobs.accounts import AccountStore, WorkerStore
+from cinecloud.jobs.db import make_engine, migrate
+from cinecloud.jobs.lifecycle import TERMINAL, Action, InvalidTransition, JobStatus, transition
+from cinecloud.jobs.records import (
+    ApiKeyRecord,
+    ArtifactRecord,
+    EventRecord,
+    JobRecord,
+    LeaseLost,
+    NotFound,
+    ReusedIdempotencyKey,
+    TenantRecord,
+    WorkerRecord,
+)
+from cinecloud.jobs.store import JobStore, NewJob, request_hash
+
+__all__ = [
+    "TERMINAL",
+    "AccountStore",
+    "Action",
+    "ApiKeyRecord",
+    "ArtifactRecord",
+    "EventRecord",
+    "InvalidTransition",
+    "JobRecord",
+    "JobStatus",
+    "JobStore",
+    "LeaseLost",
+    "NewJob",
+    "NotFound",
+    "ReusedIdempotencyKey",
+    "TenantRecord",
+    "WorkerRecord",
+    "WorkerStore",
+    "make_engine",
+    "migrate",
+    "request_hash",
+    "transition",
+]

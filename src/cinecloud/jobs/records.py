@@ -1,0 +1,137 @@
+"""Plain records the job store returns (no ORM objects leave the store)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ApiKeyRecord",
+    "ArtifactRecord",
+    "EventRecord",
+    "JobRecord",
+    "LeaseLost",
+    "NotFound",
+    "ReusedIdempotencyKey",
+    "TenantRecord",
+    "WorkerRecord",
+    "hash_key",
+    "new_id",
+]
+
+IdFactory = Callable[[str], str]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def hash_key(plaintext: str) -> str:
+    """API keys are 256-bit random tokens, so one SHA-256 is enough to store them;
+    a slow password hash would only add latency to every request."""
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+class NotFound(LookupError):
+    pass
+
+
+class LeaseLost(RuntimeError):
+    """The caller no longer holds the job's lease."""
+
+
+class ReusedIdempotencyKey(ValueError):
+    """The Idempotency-Key was used before with a different request."""
+
+
+@dataclass(frozen=True)
+class TenantRecord:
+    id: str
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    id: str
+    tenant_id: str
+    prefix: str
+    name: str
+    is_admin: bool
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    job_id: str
+    name: str
+    key: str
+    sha256: str
+    size: int
+    content_type: str
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    job_id: str
+    type: str
+    data: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    id: str
+    name: str
+    capabilities: dict[str, Any]
+    status: str
+    registered_at: float
+    last_seen_at: float
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    tenant_id: str
+    status: str
+    model: str
+    prompt: str
+    params: dict[str, Any]
+    seconds: str
+    size: str
+    seed: int
+    priority: int
+    created_at: float
+    attempts: int
+    max_attempts: int
+    progress: int
+    metadata: dict[str, Any] | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+    expires_at: float | None = None
+    lease_id: str | None = None
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    stage: str | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    eta_s: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    timings: dict[str, float] | None = None
+    gpu_seconds: float | None = None
+    engine: dict[str, Any] | None = None
+    request_hash: str | None = None
+    artifacts: tuple[ArtifactRecord, ...] = field(default=())
+
+    @classmethod
+    def from_row(
+        cls, row: Mapping[str, Any], artifacts: tuple[ArtifactRecord, ...] = ()
+    ) -> JobRecord:
+        names = cls.__dataclass_fields__.keys()
+        values = {k: row[k] for k in names if k in row and k != "artifacts"}
+        return cls(**values, artifacts=artifacts)

@@ -1,0 +1,580 @@
+"""The job store: jobs, their events and artifacts, and leases, over SQLAlchemy Core.
+
+Work is leased, not locked: a worker holds a job for ``lease_ttl_s`` and must
+extend it; an expired lease returns the job to the queue and counts an attempt.
+Every status change goes through :func:`lifecycle.transition` and appends a
+``job_events`` row in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from cinecloud.jobs import tables as t
+from cinecloud.jobs.db import read_tx, write_tx
+from cinecloud.jobs.lifecycle import EVENT_FOR, TERMINAL, Action, JobStatus, transition
+from cinecloud.jobs.records import (
+    ArtifactRecord,
+    EventRecord,
+    JobRecord,
+    LeaseLost,
+    NotFound,
+    ReusedIdempotencyKey,
+    new_id,
+)
+
+__all__ = ["JobStore", "NewJob", "request_hash"]
+
+Clock = Callable[[], float]
+IdFactory = Callable[[str], str]
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class NewJob:
+    """What the API hands the store to create a job."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: str,
+        model: str,
+        prompt: str,
+        params: dict[str, Any],
+        seconds: str,
+        size: str,
+        seed: int,
+        priority: int = 0,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.model = model
+        self.prompt = prompt
+        self.params = params
+        self.seconds = seconds
+        self.size = size
+        self.seed = seed
+        self.priority = priority
+        self.metadata = metadata
+        self.idempotency_key = idempotency_key
+        self.request_hash = request_hash
+
+
+class JobStore:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock,
+        ids: IdFactory = new_id,
+        max_attempts: int = 3,
+        job_ttl_s: float = 7 * 24 * 3600,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.ids = ids
+        self.max_attempts = max_attempts
+        self.job_ttl_s = job_ttl_s
+
+    # ------------------------------------------------------------ helpers
+
+    def _event(self, conn: Connection, job_id: str, type_: str, data: dict[str, Any]) -> None:
+        conn.execute(
+            insert(t.job_events).values(
+                job_id=job_id, type=type_, data=data, created_at=self.clock()
+            )
+        )
+
+    def _job_row(self, conn: Connection, job_id: str) -> Any:
+        return conn.execute(select(t.jobs).where(t.jobs.c.id == job_id)).mappings().first()
+
+    def _artifacts(self, conn: Connection, job_id: str) -> tuple[ArtifactRecord, ...]:
+        rows = conn.execute(
+            select(t.artifacts).where(t.artifacts.c.job_id == job_id).order_by(t.artifacts.c.id)
+        ).mappings()
+        return tuple(
+            ArtifactRecord(
+                job_id=r["job_id"],
+                name=r["name"],
+                key=r["key"],
+                sha256=r["sha256"],
+                size=r["size"],
+                content_type=r["content_type"],
+            )
+            for r in rows
+        )
+
+    def _record(self, conn: Connection, row: Any) -> JobRecord:
+        return JobRecord.from_row(row, self._artifacts(conn, row["id"]))
+
+    def _set_status(
+        self,
+        conn: Connection,
+        row: Any,
+        action: Action,
+        values: dict[str, Any],
+        event: dict[str, Any] | None = None,
+    ) -> JobStatus:
+        new = transition(row["status"], action)
+        conn.execute(
+            update(t.jobs).where(t.jobs.c.id == row["id"]).values(status=new.value, **values)
+        )
+        type_ = "requeued" if action is Action.REQUEUE else EVENT_FOR[new]
+        self._event(conn, row["id"], type_, {"status": new.value, **(event or {})})
+        return new
+
+    # ------------------------------------------------------------ submit and read
+
+    def create_job(self, new: NewJob) -> tuple[JobRecord, bool]:
+        """Store a queued job and its first event; returns ``(job, created)``.
+
+        A repeated ``idempotency_key`` returns the first job (``created`` False),
+        or raises :class:`ReusedIdempotencyKey` if the request differs.
+        """
+        if new.idempotency_key:
+            existing = self._by_idempotency_key(new.tenant_id, new.idempotency_key)
+            if existing is not None:
+                return self._check_same_request(existing, new), False
+        job_id = self.ids("video")
+        now = self.clock()
+        try:
+            with write_tx(self.engine) as conn:
+                conn.execute(
+                    insert(t.jobs).values(
+                        id=job_id,
+                        tenant_id=new.tenant_id,
+                        status=JobStatus.QUEUED.value,
+                        model=new.model,
+                        prompt=new.prompt,
+                        params=new.params,
+                        seconds=new.seconds,
+                        size=new.size,
+                        seed=new.seed,
+                        priority=new.priority,
+                        metadata=new.metadata,
+                        idempotency_key=new.idempotency_key,
+                        request_hash=new.request_hash,
+                        created_at=now,
+                        attempts=0,
+                        max_attempts=self.max_attempts,
+                        progress=0,
+                    )
+                )
+                self._event(conn, job_id, "queued", {"status": "queued"})
+                row = self._job_row(conn, job_id)
+                return self._record(conn, row), True
+        except IntegrityError:
+            if not new.idempotency_key:
+                raise
+            existing = self._by_idempotency_key(new.tenant_id, new.idempotency_key)
+            if existing is None:
+                raise
+            return self._check_same_request(existing, new), False
+
+    def _by_idempotency_key(self, tenant_id: str, key: str) -> JobRecord | None:
+        with read_tx(self.engine) as conn:
+            row = (
+                conn.execute(
+                    select(t.jobs).where(
+                        t.jobs.c.tenant_id == tenant_id, t.jobs.c.idempotency_key == key
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            return self._record(conn, row) if row is not None else None
+
+    @staticmethod
+    def _check_same_request(existing: JobRecord, new: NewJob) -> JobRecord:
+        if new.request_hash and existing.request_hash and new.request_hash != existing.request_hash:
+            raise ReusedIdempotencyKey("Idempotency-Key was already used with a different request")
+        return existing
+
+    def get_job(self, job_id: str, tenant_id: str | None = None) -> JobRecord:
+        """The job, unless deleted or (with ``tenant_id``) another tenant's."""
+        with read_tx(self.engine) as conn:
+            row = self._job_row(conn, job_id)
+            if row is None or row["deleted_at"] is not None:
+                raise NotFound(job_id)
+            if tenant_id is not None and row["tenant_id"] != tenant_id:
+                raise NotFound(job_id)
+            return self._record(conn, row)
+
+    def list_jobs(
+        self, tenant_id: str, *, after: str | None, limit: int, order: str
+    ) -> tuple[list[JobRecord], bool]:
+        c = t.jobs.c
+        q = select(t.jobs).where(c.tenant_id == tenant_id, c.deleted_at.is_(None))
+        desc = order == "desc"
+        if after is not None:
+            anchor = self.get_job(after, tenant_id)
+            cmp = (
+                or_(
+                    c.created_at < anchor.created_at,
+                    and_(c.created_at == anchor.created_at, c.id < anchor.id),
+                )
+                if desc
+                else or_(
+                    c.created_at > anchor.created_at,
+                    and_(c.created_at == anchor.created_at, c.id > anchor.id),
+                )
+            )
+            q = q.where(cmp)
+        keys = (c.created_at.desc(), c.id.desc()) if desc else (c.created_at, c.id)
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(q.order_by(*keys).limit(limit + 1)).mappings().all()
+            jobs = [self._record(conn, r) for r in rows[:limit]]
+        return jobs, len(rows) > limit
+
+    def queue_position(self, job: JobRecord) -> int | None:
+        """How many queued jobs run before this one (0 = next), or None if not queued."""
+        if job.status != JobStatus.QUEUED:
+            return None
+        c = t.jobs.c
+        ahead = or_(
+            c.priority > job.priority,
+            and_(c.priority == job.priority, c.created_at < job.created_at),
+            and_(c.priority == job.priority, c.created_at == job.created_at, c.id < job.id),
+        )
+        with read_tx(self.engine) as conn:
+            n = conn.execute(
+                select(func.count()).where(c.status == JobStatus.QUEUED.value, ahead)
+            ).scalar_one()
+        return int(n)
+
+    def events_after(self, job_id: str, after_id: int, limit: int = 500) -> list[EventRecord]:
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(
+                select(t.job_events)
+                .where(t.job_events.c.job_id == job_id, t.job_events.c.id > after_id)
+                .order_by(t.job_events.c.id)
+                .limit(limit)
+            ).mappings()
+            return [
+                EventRecord(
+                    id=r["id"],
+                    job_id=r["job_id"],
+                    type=r["type"],
+                    data=r["data"],
+                    created_at=r["created_at"],
+                )
+                for r in rows
+            ]
+
+    # ------------------------------------------------------------ user actions
+
+    def cancel(self, job_id: str, tenant_id: str) -> JobRecord:
+        """Cancel a queued or running job; raises InvalidTransition if finished."""
+        with write_tx(self.engine) as conn:
+            row = self._job_row(conn, job_id)
+            if row is None or row["deleted_at"] is not None or row["tenant_id"] != tenant_id:
+                raise NotFound(job_id)
+            self._set_status(
+                conn,
+                row,
+                Action.CANCEL,
+                {"completed_at": self.clock(), **_CLEAR_LEASE},
+            )
+            conn.execute(delete(t.artifacts).where(t.artifacts.c.job_id == job_id))
+            return self._record(conn, self._job_row(conn, job_id))
+
+    def delete_job(self, job_id: str, tenant_id: str) -> JobRecord:
+        """Hide the job; a running one is canceled first. The caller removes its files."""
+        with write_tx(self.engine) as conn:
+            row = self._job_row(conn, job_id)
+            if row is None or row["deleted_at"] is not None or row["tenant_id"] != tenant_id:
+                raise NotFound(job_id)
+            if row["status"] not in TERMINAL:
+                self._set_status(
+                    conn, row, Action.CANCEL, {"completed_at": self.clock(), **_CLEAR_LEASE}
+                )
+            record = self._record(conn, self._job_row(conn, job_id))
+            conn.execute(delete(t.artifacts).where(t.artifacts.c.job_id == job_id))
+            conn.execute(
+                update(t.jobs).where(t.jobs.c.id == job_id).values(deleted_at=self.clock())
+            )
+            self._event(conn, job_id, "deleted", {"status": row["status"]})
+            return record
+
+    # ------------------------------------------------------------ worker side
+
+    def lease(
+        self, worker_id: str, models: Sequence[str], *, ttl_s: float, max_jobs: int = 1
+    ) -> list[JobRecord]:
+        """Claim up to ``max_jobs`` queued jobs for ``worker_id``.
+
+        PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent workers never block
+        one another. SQLite: the whole claim is one ``BEGIN IMMEDIATE`` write.
+        """
+        if not models or max_jobs < 1:
+            return []
+        c = t.jobs.c
+        q = (
+            select(t.jobs)
+            .where(
+                c.status == JobStatus.QUEUED.value,
+                c.model.in_(list(models)),
+                c.deleted_at.is_(None),
+            )
+            .order_by(c.priority.desc(), c.created_at, c.id)
+            .limit(max_jobs)
+            .with_for_update(skip_locked=True)
+        )
+        leased: list[JobRecord] = []
+        with write_tx(self.engine) as conn:
+            now = self.clock()
+            for row in conn.execute(q).mappings().all():
+                lease_id = self.ids("lse")
+                attempt = row["attempts"] + 1
+                self._set_status(
+                    conn,
+                    row,
+                    Action.LEASE,
+                    {
+                        "lease_id": lease_id,
+                        "lease_owner": worker_id,
+                        "lease_expires_at": now + ttl_s,
+                        "attempts": attempt,
+                        "started_at": now,
+                        "stage": "queued",
+                        "error_code": None,
+                        "error_message": None,
+                    },
+                    {"worker_id": worker_id, "attempt": attempt},
+                )
+                leased.append(self._record(conn, self._job_row(conn, row["id"])))
+        return leased
+
+    def _held(self, conn: Connection, job_id: str, lease_id: str) -> Any:
+        row = self._job_row(conn, job_id)
+        if (
+            row is None
+            or row["lease_id"] != lease_id
+            or row["status"] != JobStatus.IN_PROGRESS.value
+            or row["deleted_at"] is not None
+        ):
+            raise LeaseLost(f"lease {lease_id} on {job_id} is no longer held")
+        return row
+
+    def check_lease(self, job_id: str, lease_id: str) -> JobRecord:
+        with read_tx(self.engine) as conn:
+            return JobRecord.from_row(self._held(conn, job_id, lease_id))
+
+    def extend_leases(self, pairs: Sequence[tuple[str, str]], ttl_s: float) -> list[str]:
+        """Extend each held lease; returns the job ids whose lease is lost."""
+        lost: list[str] = []
+        if not pairs:
+            return lost
+        with write_tx(self.engine) as conn:
+            expires = self.clock() + ttl_s
+            for job_id, lease_id in pairs:
+                res = conn.execute(
+                    update(t.jobs)
+                    .where(
+                        t.jobs.c.id == job_id,
+                        t.jobs.c.lease_id == lease_id,
+                        t.jobs.c.status == JobStatus.IN_PROGRESS.value,
+                        t.jobs.c.deleted_at.is_(None),
+                    )
+                    .values(lease_expires_at=expires)
+                )
+                if res.rowcount == 0:
+                    lost.append(job_id)
+        return lost
+
+    def progress(
+        self, job_id: str, lease_id: str, events: Sequence[dict[str, Any]], ttl_s: float
+    ) -> None:
+        """Record progress events from the worker and extend its lease."""
+        with write_tx(self.engine) as conn:
+            self._held(conn, job_id, lease_id)
+            values: dict[str, Any] = {"lease_expires_at": self.clock() + ttl_s}
+            for ev in events:
+                self._event(conn, job_id, str(ev.get("type", "progress")), dict(ev))
+                for key in ("stage", "step", "total_steps", "eta_s"):
+                    if key in ev:
+                        values[key] = ev[key]
+                if "progress" in ev:
+                    values["progress"] = max(0, min(99, int(ev["progress"])))
+            conn.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(**values))
+
+    def add_artifact(self, job_id: str, lease_id: str, art: ArtifactRecord) -> None:
+        """Record an uploaded file; raises LeaseLost if the job moved on meanwhile."""
+        with write_tx(self.engine) as conn:
+            self._held(conn, job_id, lease_id)
+            conn.execute(
+                delete(t.artifacts).where(
+                    t.artifacts.c.job_id == job_id, t.artifacts.c.name == art.name
+                )
+            )
+            conn.execute(
+                insert(t.artifacts).values(
+                    job_id=job_id,
+                    name=art.name,
+                    key=art.key,
+                    sha256=art.sha256,
+                    size=art.size,
+                    content_type=art.content_type,
+                    created_at=self.clock(),
+                )
+            )
+
+    def complete(
+        self,
+        job_id: str,
+        lease_id: str,
+        *,
+        artifacts: Sequence[ArtifactRecord],
+        timings: dict[str, float],
+        gpu_seconds: float,
+        engine: dict[str, Any],
+    ) -> JobRecord:
+        """Mark the job completed. A repeat by the same lease returns the job again."""
+        with write_tx(self.engine) as conn:
+            row = self._job_row(conn, job_id)
+            if (
+                row is not None
+                and row["lease_id"] == lease_id
+                and row["status"] == JobStatus.COMPLETED.value
+            ):
+                return self._record(conn, row)
+            row = self._held(conn, job_id, lease_id)
+            now = self.clock()
+            full = dict(timings)
+            full["queue_wait"] = max(0.0, row["started_at"] - row["created_at"])
+            full["total"] = max(0.0, now - row["created_at"])
+            for art in artifacts:
+                conn.execute(
+                    delete(t.artifacts).where(
+                        t.artifacts.c.job_id == job_id, t.artifacts.c.name == art.name
+                    )
+                )
+                conn.execute(
+                    insert(t.artifacts).values(
+                        job_id=job_id,
+                        name=art.name,
+                        key=art.key,
+                        sha256=art.sha256,
+                        size=art.size,
+                        content_type=art.content_type,
+                        created_at=now,
+                    )
+                )
+            self._set_status(
+                conn,
+                row,
+                Action.COMPLETE,
+                {
+                    "completed_at": now,
+                    "expires_at": now + self.job_ttl_s,
+                    "progress": 100,
+                    "stage": "done",
+                    "timings": full,
+                    "gpu_seconds": gpu_seconds,
+                    "engine": engine,
+                    "lease_expires_at": None,
+                    "eta_s": 0.0,
+                },
+                {"timings": full},
+            )
+            return self._record(conn, self._job_row(conn, job_id))
+
+    def fail(
+        self, job_id: str, lease_id: str, *, code: str, message: str, retryable: bool
+    ) -> JobRecord:
+        """Fail the attempt: re-queue if retryable and attempts remain, else fail the job."""
+        with write_tx(self.engine) as conn:
+            row = self._job_row(conn, job_id)
+            if row is not None and row["lease_id"] == lease_id and row["status"] in TERMINAL:
+                return self._record(conn, row)
+            row = self._held(conn, job_id, lease_id)
+            self._end_attempt(conn, row, code, message, retryable)
+            return self._record(conn, self._job_row(conn, job_id))
+
+    def _end_attempt(
+        self, conn: Connection, row: Any, code: str, message: str, retryable: bool
+    ) -> None:
+        err = {"error_code": code, "error_message": message}
+        if retryable and row["attempts"] < row["max_attempts"]:
+            self._set_status(
+                conn,
+                row,
+                Action.REQUEUE,
+                {**_CLEAR_LEASE, **err, "stage": None, "step": None, "progress": 0},
+                {"code": code, "message": message, "attempt": row["attempts"]},
+            )
+        else:
+            if retryable:
+                message = f"{message} (gave up after {row['attempts']} attempts)"
+            self._set_status(
+                conn,
+                row,
+                Action.FAIL,
+                {
+                    **_CLEAR_LEASE,
+                    "error_code": code,
+                    "error_message": message,
+                    "completed_at": self.clock(),
+                },
+                {"code": code, "message": message},
+            )
+
+    def expire_leases(self) -> list[str]:
+        """Return jobs whose lease ran out to the queue (or fail them after the last attempt)."""
+        c = t.jobs.c
+        with write_tx(self.engine) as conn:
+            now = self.clock()
+            rows = (
+                conn.execute(
+                    select(t.jobs)
+                    .where(c.status == JobStatus.IN_PROGRESS.value, c.lease_expires_at < now)
+                    .with_for_update(skip_locked=True)
+                )
+                .mappings()
+                .all()
+            )
+            for row in rows:
+                self._end_attempt(
+                    conn, row, "lease_expired", "the worker stopped renewing its lease", True
+                )
+            return [r["id"] for r in rows]
+
+    # ------------------------------------------------------------ stats
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Jobs by (status, model) for the live statuses."""
+        c = t.jobs.c
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(
+                select(c.status, c.model, func.count())
+                .where(c.status.in_([JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value]))
+                .group_by(c.status, c.model)
+            ).all()
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    def has_queued(self, models: Sequence[str]) -> bool:
+        c = t.jobs.c
+        with read_tx(self.engine) as conn:
+            row = conn.execute(
+                select(c.id)
+                .where(
+                    c.status == JobStatus.QUEUED.value,
+                    c.model.in_(list(models)),
+                    c.deleted_at.is_(None),
+                )
+                .limit(1)
+            ).first()
+        return row is not None
+
+
+_CLEAR_LEASE: dict[str, Any] = {"lease_expires_at": None, "lease_owner": None}

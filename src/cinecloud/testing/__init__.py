@@ -1,0 +1,1 @@
+"""Fakes that ship with the package: clock, stores, tiny pipelines."""

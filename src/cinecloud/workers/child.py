@@ -1,0 +1,306 @@
+"""The worker's engine child: a spawned process that owns the model and the GPU(s).
+
+It loads the worker's models, says :class:`Ready`, then runs one :class:`RunJob`
+at a time and answers :class:`Done` or :class:`Failed`, sending :class:`Progress`
+on every engine step. Between steps it looks for :class:`Cancel` (or
+:class:`Shutdown`) on its pipe and stops the run. It also stops when the parent
+process is gone, so a killed worker never leaves a child holding a GPU.
+
+Everything on the pipe is a plain dict from :mod:`cinecloud.workers.messages`.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import logging
+import multiprocessing
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cinecloud.config import Config
+from cinecloud.workers.messages import (
+    Cancel,
+    Done,
+    Failed,
+    FailureCode,
+    GpuInfo,
+    Message,
+    OutputFile,
+    Progress,
+    Ready,
+    RunJob,
+    Shutdown,
+    from_dict,
+    to_dict,
+)
+
+if TYPE_CHECKING:
+    from cinecloud.engine.registry import ModelSpec
+    from cinecloud.engine.runner import RunnerProtocol
+
+__all__ = [
+    "RunnerFactory",
+    "child_main",
+    "job_dir",
+    "resolve_runner_factory",
+]
+
+log = logging.getLogger(__name__)
+
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_IDLE_POLL_S = 0.5
+_ENGINE_STAGES = ("text_encode", "denoise", "decode")
+
+
+RunnerFactory = Callable[["ModelSpec", Config], "RunnerProtocol"]
+"""Builds the runner for one model in the child: ``factory(spec, cfg)``."""
+
+
+def job_dir(work_dir: Path, job_id: str) -> Path:
+    """The job's local directory; ``job_id`` must be a plain name (it becomes a path)."""
+    if not _JOB_ID_RE.fullmatch(job_id) or ".." in job_id:
+        raise ValueError(f"job id is not a safe directory name: {job_id!r}")
+    return work_dir / job_id
+
+
+def resolve_runner_factory(ref: str) -> RunnerFactory:
+    """``"module:callable"`` → that callable; ``""`` → the real engine runner."""
+    if not ref:
+        return _engine_runner
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"runner_factory must look like 'module:callable' (got {ref!r})")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"runner_factory {ref!r} is not callable")
+    factory: RunnerFactory = obj
+    return factory
+
+
+def _engine_runner(spec: ModelSpec, cfg: Config) -> RunnerProtocol:
+    from cinecloud.engine.runner import Runner
+
+    return Runner(spec, device=cfg.engine.device, dtype=cfg.engine.dtype)
+
+
+# ---------------------------------------------------------------- the engine side
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    spec: ModelSpec
+    runner: RunnerProtocol
+
+
+class _LoadError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _load_models(cfg: Config, clock: Callable[[], float]) -> tuple[dict[str, _Loaded], float]:
+    from cinecloud.engine.registry import ModelNotInstalled, UnknownModel, default_registry
+
+    registry = default_registry(cfg.engine)
+    models = cfg.worker.models or (registry.default_id,)
+    factory = resolve_runner_factory(cfg.worker.runner_factory)
+    loaded: dict[str, _Loaded] = {}
+    started = clock()
+    for model_id in models:
+        try:
+            spec = registry.get(model_id)
+            runner = factory(spec, cfg)
+            runner.load()
+        except (UnknownModel, ModelNotInstalled) as exc:
+            raise _LoadError(FailureCode.MODEL_NOT_INSTALLED, str(exc)) from exc
+        loaded[model_id] = _Loaded(spec, runner)
+    return loaded, clock() - started
+
+
+def _probe_devices() -> tuple[str, tuple[GpuInfo, ...]]:
+    """The devices the loaded engine sees. A torch-free runner (a fake) reports the CPU."""
+    torch: Any = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return "cpu", ()
+    gpus = []
+    for index in range(torch.cuda.device_count()):
+        free, total = torch.cuda.mem_get_info(index)
+        name = torch.cuda.get_device_name(index)
+        gpus.append(GpuInfo(name=str(name), memory_total=int(total), memory_free=int(free)))
+    return "cuda", tuple(gpus)
+
+
+class _Child:
+    """The child's state: its pipe, its loaded models and the job in hand."""
+
+    def __init__(
+        self, cfg: Config, conn: Connection, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._cfg = cfg
+        self._conn = conn
+        self._clock = clock
+        self._models: dict[str, _Loaded] = {}
+        self._pending: collections.deque[Message] = collections.deque()
+        self._current: str | None = None
+        self._cancel = False
+        self.shutdown = False
+
+    def send(self, msg: Message) -> None:
+        self._conn.send(to_dict(msg))
+
+    def load(self) -> Ready:
+        self._models, load_s = _load_models(self._cfg, self._clock)
+        device, gpus = _probe_devices()
+        return Ready(models=tuple(self._models), load_s=load_s, device=device, gpus=gpus)
+
+    # ---------------------------------------------------------- the pipe
+
+    def next_message(self) -> Message | None:
+        """The next order, or None after an idle wait; Shutdown if the parent is gone."""
+        if self._pending:
+            return self._pending.popleft()
+        if not _parent_alive():
+            return Shutdown()
+        if not self._conn.poll(_IDLE_POLL_S):
+            return None
+        try:
+            return from_dict(self._conn.recv())
+        except EOFError:
+            return Shutdown()
+
+    def should_cancel(self) -> bool:
+        """Called by the runner between steps: drain the pipe for Cancel/Shutdown."""
+        if self._cancel:
+            return True
+        if not _parent_alive():
+            self._cancel = self.shutdown = True
+            return True
+        while self._conn.poll(0):
+            try:
+                msg = from_dict(self._conn.recv())
+            except EOFError:
+                self._cancel = self.shutdown = True
+                break
+            if isinstance(msg, Shutdown):
+                self._cancel = self.shutdown = True
+            elif isinstance(msg, Cancel):
+                self._cancel = self._cancel or msg.job_id == self._current
+            else:
+                self._pending.append(msg)
+        return self._cancel
+
+    # ---------------------------------------------------------- one job
+
+    def run_job(self, job: RunJob) -> Done | Failed:
+        self._current, self._cancel = job.job_id, False
+        try:
+            return self._run(job)
+        except Exception as exc:
+            if self._cancel:
+                return _failed(job, FailureCode.CANCELED, "canceled")
+            log.exception("job %s failed", job.job_id)
+            return _failed(job, *_classify(exc))
+        finally:
+            self._current = None
+
+    def _prepare(self, job: RunJob) -> tuple[_Loaded, Any] | Failed:
+        """The loaded model and checked params for ``job``, or why it cannot run."""
+        from cinecloud.engine.registry import GenerationParams, ParamError, validate_params
+
+        loaded = self._models.get(job.model)
+        if loaded is None:
+            have = ", ".join(self._models)
+            message = f"model {job.model} is not loaded here (loaded: {have})"
+            return _failed(job, FailureCode.MODEL_NOT_LOADED, message, retryable=True)
+        try:
+            params = GenerationParams(**job.params)
+            validate_params(loaded.spec, params)
+        except (TypeError, ParamError) as exc:
+            return _failed(job, FailureCode.INVALID_PARAMS, str(exc))
+        return loaded, params
+
+    def _run(self, job: RunJob) -> Done | Failed:
+        from cinecloud.render import render_outputs
+
+        prepared = self._prepare(job)
+        if isinstance(prepared, Failed):
+            return prepared
+        loaded, params = prepared
+        out_dir = job_dir(self._cfg.worker.work_dir, job.job_id)
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+        def on_step(info: Any) -> None:
+            self.send(Progress(job.job_id, info.stage, info.step, info.total_steps, info.elapsed_s))
+
+        started = self._clock()
+        result = loaded.runner.run(params, on_step, self.should_cancel)
+        engine_s = self._clock() - started
+        if self.should_cancel():
+            return _failed(job, FailureCode.CANCELED, "canceled")
+        self.send(Progress(job.job_id, "render", 0, 1, 0.0))
+        started = self._clock()
+        display_size = loaded.spec.defaults.display_size
+        rendered = render_outputs(result.frames, out_dir, result.fps, display_size=display_size)
+        timings = {k: float(result.timings.get(k, 0.0)) for k in _ENGINE_STAGES}
+        timings["render"] = self._clock() - started
+        return Done(
+            job_id=job.job_id,
+            files=tuple(OutputFile(f.name, str(f.path), f.content_type) for f in rendered),
+            timings=timings,
+            seed=int(result.seed),
+            device=str(result.device),
+            dtype=str(result.dtype),
+            engine_s=engine_s,
+        )
+
+
+def _failed(job: RunJob, code: str, message: str, retryable: bool = False) -> Failed:
+    return Failed(job_id=job.job_id, code=code, message=message[:1000], retryable=retryable)
+
+
+def _classify(exc: Exception) -> tuple[str, str, bool]:
+    """(code, message, retryable) for an engine exception."""
+    message = f"{type(exc).__name__}: {exc}"
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without torch
+        return FailureCode.OUT_OF_MEMORY, message, True
+    return FailureCode.ENGINE_ERROR, message, False
+
+
+def _parent_alive() -> bool:
+    parent = multiprocessing.parent_process()
+    return parent is None or parent.is_alive()
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def child_main(cfg: Config, conn: Connection, log_level: int = logging.INFO) -> None:
+    """Target of the spawned child process."""
+    logging.basicConfig(level=log_level, format="%(asctime)s child %(levelname)s %(message)s")
+    # Ctrl-C reaches the whole process group; the parent decides how to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    child = _Child(cfg, conn)
+    try:
+        child.send(child.load())
+    except Exception as exc:
+        code = exc.code if isinstance(exc, _LoadError) else FailureCode.ENGINE_ERROR
+        log.exception("model load failed")
+        child.send(Failed("", code, f"{type(exc).__name__}: {exc}"[:1000], retryable=True))
+        sys.exit(1)
+    while not child.shutdown:
+        msg = child.next_message()
+        if isinstance(msg, Shutdown):
+            break
+        if isinstance(msg, RunJob):
+            child.send(child.run_job(msg))
+        # Cancel while idle is stale (its job already ended); anything else is ignored.

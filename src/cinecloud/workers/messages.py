@@ -1,0 +1,191 @@
+"""Messages between the worker parent and its engine child.
+
+Each message is a small frozen record named by intent. Across the process
+boundary it travels as a plain dict (``to_dict``) with a ``"type"`` key, and
+is rebuilt with ``from_dict``; nothing else is pickled.
+
+Parent to child: ``RunJob``, ``Cancel``, ``Shutdown``.
+Child to parent: ``Ready``, ``Progress``, ``Done``, ``Failed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+__all__ = [
+    "Cancel",
+    "Done",
+    "Failed",
+    "FailureCode",
+    "GpuInfo",
+    "Message",
+    "OutputFile",
+    "Progress",
+    "Ready",
+    "RunJob",
+    "Shutdown",
+    "UnknownMessage",
+    "from_dict",
+    "to_dict",
+]
+
+
+class FailureCode:
+    """The ``code`` values a worker reports with ``fail`` (or keeps to itself)."""
+
+    ENGINE_ERROR = "engine_error"
+    INVALID_JOB = "invalid_job"
+    INVALID_PARAMS = "invalid_params"
+    MODEL_NOT_INSTALLED = "model_not_installed"
+    MODEL_NOT_LOADED = "model_not_loaded"
+    OUT_OF_MEMORY = "out_of_memory"
+    UPLOAD_FAILED = "upload_failed"
+    WORKER_CRASHED = "worker_crashed"
+    # Never sent to the control plane: the child's acknowledgement of a Cancel.
+    CANCELED = "canceled"
+
+
+class UnknownMessage(ValueError):
+    """A dict that is not one of the messages below."""
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One leased job, as the control plane hands it out (see worker-protocol.md)."""
+
+    job_id: str
+    lease_id: str
+    model: str
+    params: dict[str, Any]
+    attempt: int = 1
+    lease_ttl_s: float = 30.0
+    queued_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Stop ``job_id`` at the next step boundary."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """Finish nothing more and exit."""
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    memory_total: int
+    memory_free: int
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The child loaded ``models`` in ``load_s`` seconds and waits for jobs."""
+
+    models: tuple[str, ...]
+    load_s: float
+    device: str = "cpu"
+    gpus: tuple[GpuInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One engine step of ``job_id`` (``stage`` is a worker-protocol stage name)."""
+
+    job_id: str
+    stage: str
+    step: int
+    total_steps: int
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """A rendered file on the worker's disk, ready to upload."""
+
+    name: str
+    path: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """``job_id`` finished; ``engine_s`` is the wall time of the engine run alone."""
+
+    job_id: str
+    files: tuple[OutputFile, ...]
+    timings: dict[str, float]
+    seed: int
+    device: str
+    dtype: str
+    engine_s: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    """``job_id`` failed (empty ``job_id``: the child could not start)."""
+
+    job_id: str
+    code: str
+    message: str
+    retryable: bool = False
+
+
+Message: TypeAlias = RunJob | Cancel | Shutdown | Ready | Progress | Done | Failed
+
+_TYPES: dict[str, type[Message]] = {
+    "run_job": RunJob,
+    "cancel": Cancel,
+    "shutdown": Shutdown,
+    "ready": Ready,
+    "progress": Progress,
+    "done": Done,
+    "failed": Failed,
+}
+_NAMES: dict[type[Message], str] = {cls: name for name, cls in _TYPES.items()}
+
+
+def to_dict(msg: Message) -> dict[str, Any]:
+    """The plain, JSON-able form of ``msg``."""
+    name = _NAMES.get(type(msg))
+    if name is None:
+        raise UnknownMessage(f"not a worker message: {type(msg).__name__}")
+    data = dataclasses.asdict(msg)
+    return {"type": name, **_plain(data)}
+
+
+def from_dict(data: dict[str, Any]) -> Message:
+    """Rebuild a message from ``to_dict``'s output; rejects unknown types and fields."""
+    if not isinstance(data, dict):
+        raise UnknownMessage(f"message must be a dict (got {type(data).__name__})")
+    kind = data.get("type")
+    cls = _TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise UnknownMessage(f"unknown message type: {kind!r}")
+    fields = {k: v for k, v in data.items() if k != "type"}
+    names = {f.name for f in dataclasses.fields(cls)}
+    extra = sorted(set(fields) - names)
+    if extra:
+        raise UnknownMessage(f"unknown field(s) for {kind}: {', '.join(extra)}")
+    try:
+        if cls is Ready:
+            fields["models"] = tuple(fields.get("models", ()))
+            fields["gpus"] = tuple(GpuInfo(**g) for g in fields.get("gpus", ()))
+        elif cls is Done:
+            fields["files"] = tuple(OutputFile(**f) for f in fields.get("files", ()))
+        return cls(**fields)
+    except TypeError as exc:
+        raise UnknownMessage(f"bad {kind} message: {exc}") from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

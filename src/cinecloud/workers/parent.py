@@ -1,0 +1,546 @@
+"""The worker parent: speaks the worker protocol and keeps the engine child in line.
+
+One thread (the caller of :func:`run_worker`) leases jobs, hands each to the
+spawned child, forwards its progress, uploads its files and reports the result.
+It is also the watchdog: when a job must stop it sends :class:`Cancel`, and a
+child that has not acknowledged within ``cancel_grace_s`` is killed and replaced.
+A second thread heartbeats the held lease (quickly while a job runs, so a cancel
+reaches the child fast) and raises the job's cancel flag when told to.
+
+``gpu_seconds`` reported on completion is the wall time of the engine run
+(text encode, denoise and decode; not model load, render or upload). It is
+counted the same way when the engine runs on the CPU, so CPU time is billed
+like GPU time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+from cinecloud.config import Config
+from cinecloud.workers.child import child_main, job_dir
+from cinecloud.workers.client import (
+    ControlPlaneClient,
+    ControlPlaneError,
+    HeldLease,
+    LeaseLost,
+    Unreachable,
+)
+from cinecloud.workers.messages import (
+    Cancel,
+    Done,
+    Failed,
+    FailureCode,
+    Message,
+    Progress,
+    Ready,
+    RunJob,
+    Shutdown,
+    from_dict,
+    to_dict,
+)
+
+__all__ = [
+    "BUSY_POLL_S",
+    "EVENT_INTERVAL_S",
+    "ChildExited",
+    "ChildProcess",
+    "EventThrottle",
+    "Worker",
+    "progress_event",
+    "progress_percent",
+    "run_worker",
+]
+
+log = logging.getLogger(__name__)
+
+#: Heartbeat period while a job runs: how fast a cancel reaches the worker.
+BUSY_POLL_S = 0.3
+#: At most one progress ``events`` call per this many seconds (stage changes excepted).
+EVENT_INTERVAL_S = 0.1
+_CHILD_POLL_S = 0.05
+_RETRY_PAUSE_S = 1.0
+_EVENTS_PAUSE_S = 5.0
+
+# Share of the whole job (percent) each stage covers, for the progress figure.
+_STAGE_SPAN: dict[str, tuple[int, int]] = {
+    "model_load": (0, 0),
+    "text_encode": (0, 5),
+    "denoise": (5, 90),
+    "decode": (90, 95),
+    "render": (95, 97),
+    "upload": (97, 100),
+}
+
+
+# ---------------------------------------------------------------- progress
+
+
+def progress_percent(stage: str, step: int, total_steps: int) -> int:
+    """Overall progress 0-100 of a job at ``step`` of ``total_steps`` in ``stage``."""
+    lo, hi = _STAGE_SPAN.get(stage, (0, 0))
+    frac = min(max(step / total_steps, 0.0), 1.0) if total_steps > 0 else 0.0
+    return int(lo + (hi - lo) * frac)
+
+
+def progress_event(stage: str, step: int, total_steps: int, elapsed_s: float) -> dict[str, Any]:
+    """One worker-protocol progress event."""
+    eta = None
+    if stage == "denoise" and 0 < step <= total_steps:
+        eta = round(elapsed_s / step * (total_steps - step), 3)
+    return {
+        "type": "progress",
+        "stage": stage,
+        "step": step,
+        "total_steps": total_steps,
+        "progress": progress_percent(stage, step, total_steps),
+        "eta_s": eta,
+    }
+
+
+class EventThrottle:
+    """Lets through a stage change, a stage's last step, or one event per interval."""
+
+    def __init__(self, interval_s: float = EVENT_INTERVAL_S) -> None:
+        self._interval_s = interval_s
+        self._stage: str | None = None
+        self._last_at: float | None = None
+
+    def should_send(self, stage: str, step: int, total_steps: int, now: float) -> bool:
+        due = self._last_at is None or now - self._last_at >= self._interval_s
+        if stage != self._stage or step >= total_steps or due:
+            self._stage, self._last_at = stage, now
+            return True
+        return False
+
+
+# ---------------------------------------------------------------- the child handle
+
+
+class ChildExited(Exception):
+    def __init__(self, exitcode: int | None) -> None:
+        super().__init__(f"engine process exited with code {exitcode}")
+        self.exitcode = exitcode
+
+
+class ChildProcess:
+    """The parent's handle on one spawned engine child and its pipe."""
+
+    def __init__(self, cfg: Config, log_level: int | None = None) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child_conn = ctx.Pipe()
+        level = logging.getLogger().getEffectiveLevel() if log_level is None else log_level
+        self._proc = ctx.Process(
+            target=child_main, args=(cfg, child_conn, level), name="cinecloud-engine"
+        )
+        self._child_conn = child_conn
+
+    def start(self) -> None:
+        self._proc.start()
+        self._child_conn.close()  # so the parent sees EOF when the child dies
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.is_alive()
+
+    def send(self, msg: Message) -> None:
+        with contextlib.suppress(OSError):  # a dead child shows up in recv()
+            self._conn.send(to_dict(msg))
+
+    def recv(self, timeout: float) -> Message | None:
+        """The child's next message, None on timeout; raises ChildExited once it is gone."""
+        ready = wait([self._conn, self._proc.sentinel], timeout)
+        if self._conn in ready:
+            try:
+                return from_dict(self._conn.recv())
+            except (EOFError, OSError):
+                self._proc.join(timeout=1.0)
+        if ready and not self._proc.is_alive():
+            raise ChildExited(self._proc.exitcode)
+        return None
+
+    def kill(self) -> None:
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._proc.join(timeout=5.0)
+        self._conn.close()
+
+    def stop(self, timeout: float) -> None:
+        """Ask the child to exit; kill it if it has not within ``timeout`` seconds."""
+        if self._proc.is_alive():
+            self.send(Shutdown())
+            self._proc.join(timeout)
+        self.kill()
+
+
+# ---------------------------------------------------------------- the worker
+
+
+@dataclass
+class _ActiveJob:
+    job: RunJob
+    dir: Path
+    cancel: threading.Event = field(default_factory=threading.Event)
+    reason: str = ""
+
+    def request_cancel(self, reason: str) -> None:
+        if not self.cancel.is_set():
+            self.reason = reason
+            self.cancel.set()
+
+    @property
+    def held(self) -> HeldLease:
+        return HeldLease(self.job.job_id, self.job.lease_id)
+
+
+class Worker:
+    """One worker: a parent speaking HTTP plus one engine child."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        stop: threading.Event,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        make_client: Callable[[], ControlPlaneClient] | None = None,
+    ) -> None:
+        self._cfg = cfg
+        self._stop = stop
+        self._clock = clock
+        self._make_client = make_client or (
+            lambda: ControlPlaneClient(cfg.worker.server_url, cfg.worker.token)
+        )
+        self._client = self._make_client()
+        self._child: ChildProcess | None = None
+        self._ready: Ready | None = None
+        self._pending_load_s = 0.0
+        self._events_paused_until = 0.0
+        self._worker_id: str | None = None
+        self._hb_interval_s = cfg.queue.heartbeat_interval_s
+        self._active: _ActiveJob | None = None
+        self._hb_wake = threading.Event()
+        self._hb_done = threading.Event()
+
+    def run(self) -> int:
+        """Serve until ``stop`` is set (0) or the engine cannot start (1)."""
+        self._cfg.worker.work_dir.mkdir(parents=True, exist_ok=True)
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="cinecloud-heartbeat")
+        try:
+            if not self._spawn_child() or not self._register():
+                return 0 if self._stop.is_set() else 1
+            heartbeat.start()
+            return self._serve()
+        finally:
+            self._hb_done.set()
+            self._hb_wake.set()
+            if heartbeat.is_alive():
+                heartbeat.join()
+            if self._child is not None:
+                self._child.stop(timeout=self._cfg.worker.cancel_grace_s)
+            self._client.close()
+            log.info("worker stopped")
+
+    # ---------------------------------------------------------- setup
+
+    def _spawn_child(self) -> bool:
+        child = ChildProcess(self._cfg)
+        child.start()
+        self._child = child
+        log.info("engine process %s loading %s", child.pid, self._cfg.worker.models or "default")
+        while not self._stop.is_set():
+            try:
+                msg = child.recv(0.2)
+            except ChildExited as exc:
+                log.error("%s while loading", exc)
+                return False
+            if isinstance(msg, Ready):
+                log.info("engine ready: %s in %.2fs on %s", msg.models, msg.load_s, msg.device)
+                self._ready, self._pending_load_s = msg, msg.load_s
+                return True
+            if isinstance(msg, Failed):
+                log.error("model load failed (%s): %s", msg.code, msg.message)
+                return False
+        return False
+
+    def _identity(self) -> tuple[str, dict[str, Any]]:
+        """The worker's name and the capabilities it registers with."""
+        assert self._ready is not None
+        hostname = socket.gethostname()
+        capabilities = {
+            "device": self._ready.device,
+            "gpus": [asdict(g) for g in self._ready.gpus],
+            "models": list(self._ready.models),
+            "hostname": hostname,
+            "pid": os.getpid(),
+        }
+        return self._cfg.worker.name or f"{hostname}-{os.getpid()}", capabilities
+
+    def _register(self) -> bool:
+        name, capabilities = self._identity()
+        while not self._stop.is_set():
+            try:
+                reg = self._client.register(name, self._worker_id, capabilities)
+            except Unreachable as exc:
+                log.warning("cannot register yet: %s", exc)
+                self._stop.wait(_RETRY_PAUSE_S)
+                continue
+            except ControlPlaneError as exc:
+                log.error("registration refused: %s", exc)
+                return False
+            self._worker_id, self._hb_interval_s = reg.worker_id, reg.heartbeat_interval_s
+            log.info("registered as %s (%s)", reg.worker_id, name)
+            return True
+        return False
+
+    # ---------------------------------------------------------- the lease loop
+
+    def _serve(self) -> int:
+        assert self._worker_id is not None
+        wait_s = self._cfg.queue.lease_long_poll_s
+        while not self._stop.is_set():
+            if not self._ensure_child():
+                return 0 if self._stop.is_set() else 1
+            assert self._ready is not None
+            try:
+                jobs = self._client.lease(self._worker_id, self._ready.models, wait_s=wait_s)
+            except (Unreachable, ControlPlaneError) as exc:
+                log.warning("lease failed: %s", exc)
+                self._stop.wait(_RETRY_PAUSE_S)
+                continue
+            for job in jobs:
+                if self._stop.is_set():
+                    log.info("stopping: job %s goes back to the queue on lease expiry", job.job_id)
+                    continue
+                self._run_job(job)
+        return 0
+
+    def _ensure_child(self) -> bool:
+        if self._child is not None and self._child.alive:
+            return True
+        if self._child is not None:
+            log.warning("engine process %s is gone; starting a new one", self._child.pid)
+            self._child.kill()
+        return self._spawn_child()
+
+    def _run_job(self, job: RunJob) -> None:
+        try:
+            path = job_dir(self._cfg.worker.work_dir, job.job_id)
+        except ValueError as exc:
+            self._report_failure(job, Failed(job.job_id, FailureCode.INVALID_JOB, str(exc)))
+            return
+        active = _ActiveJob(job, path)
+        self._set_active(active)
+        model_load, self._pending_load_s = self._pending_load_s, 0.0
+        log.info("job %s (attempt %d) started", job.job_id, job.attempt)
+        replace_child = False
+        try:
+            result, replace_child = self._execute(active)
+            if isinstance(result, Done):
+                self._deliver(active, result, model_load)
+            elif isinstance(result, Failed):
+                self._report_failure(job, result)
+            else:
+                log.info("job %s stopped: %s", job.job_id, active.reason or "canceled")
+        finally:
+            self._set_active(None)
+            shutil.rmtree(path, ignore_errors=True)
+        if replace_child and self._child is not None:
+            self._child.kill()  # the next turn of the loop starts a fresh one
+
+    def _set_active(self, active: _ActiveJob | None) -> None:
+        self._active = active
+        self._hb_wake.set()
+
+    # ---------------------------------------------------------- one job in the child
+
+    def _execute(self, active: _ActiveJob) -> tuple[Done | Failed | None, bool]:
+        """Run the job in the child. Returns (result or None if stopped, replace the child)."""
+        assert self._child is not None
+        child, job_id = self._child, active.job.job_id
+        child.send(active.job)
+        throttle = EventThrottle()
+        deadline: float | None = None
+        while True:
+            if deadline is None and (active.cancel.is_set() or self._stop.is_set()):
+                active.request_cancel("worker stopping")
+                child.send(Cancel(job_id))
+                deadline = self._clock() + self._cfg.worker.cancel_grace_s
+            elif deadline is not None and self._clock() >= deadline:
+                log.warning("engine did not stop job %s in time; killing it", job_id)
+                child.kill()
+                return None, True
+            try:
+                msg = child.recv(_CHILD_POLL_S)
+            except ChildExited as exc:
+                if deadline is not None:
+                    return None, True
+                log.error("job %s: %s", job_id, exc)
+                crash = Failed(job_id, FailureCode.WORKER_CRASHED, str(exc), retryable=True)
+                return crash, True
+            if isinstance(msg, Progress) and deadline is None:
+                if throttle.should_send(msg.stage, msg.step, msg.total_steps, self._clock()):
+                    self._send_event(active, msg.stage, msg.step, msg.total_steps, msg.elapsed_s)
+            elif isinstance(msg, Done | Failed) and msg.job_id == job_id:
+                stopped = active.cancel.is_set() or (
+                    isinstance(msg, Failed) and msg.code == FailureCode.CANCELED
+                )
+                return (None if stopped else msg), False
+
+    def _send_event(
+        self, active: _ActiveJob, stage: str, step: int, total: int, elapsed_s: float
+    ) -> None:
+        if self._clock() < self._events_paused_until:
+            return
+        event = progress_event(stage, step, total, elapsed_s)
+        job = active.job
+        try:
+            cancel = self._client.events(job.job_id, job.lease_id, [event])
+        except LeaseLost:
+            active.request_cancel("lease lost")
+        except (Unreachable, ControlPlaneError) as exc:
+            # Progress is best-effort: while the control plane is away, stop asking
+            # for a while so the watchdog loop keeps up with the child.
+            log.warning("progress events for %s paused: %s", job.job_id, exc)
+            self._events_paused_until = self._clock() + _EVENTS_PAUSE_S
+        else:
+            if cancel:
+                active.request_cancel("canceled by the control plane")
+
+    # ---------------------------------------------------------- reporting
+
+    def _stopping(self, active: _ActiveJob) -> bool:
+        return active.cancel.is_set() or self._stop.is_set()
+
+    def _deliver(self, active: _ActiveJob, done: Done, model_load: float) -> None:
+        """Upload the rendered files, then complete the job (never when canceled)."""
+        job = active.job
+        try:
+            self._send_event(active, "upload", 0, len(done.files), 0.0)
+            started = self._clock()
+            names = [f.name for f in done.files]
+            targets = self._client.uploads(job.job_id, job.lease_id, names)
+            artifacts = []
+            for f in done.files:
+                if self._stopping(active):
+                    return
+                target = targets[f.name]
+                artifacts.append(
+                    self._client.put_file(f.name, target, Path(f.path), f.content_type)
+                )
+            upload_s = self._clock() - started
+            if self._stopping(active):
+                return
+            self._client.complete(
+                job.job_id,
+                job.lease_id,
+                artifacts=artifacts,
+                timings={"model_load": model_load, **done.timings, "upload": upload_s},
+                gpu_seconds=done.engine_s,
+                seed=done.seed,
+                engine={"device": done.device, "dtype": done.dtype},
+            )
+            log.info("job %s completed", job.job_id)
+        except LeaseLost:
+            log.info("job %s: lease lost during upload; dropped", job.job_id)
+        except ControlPlaneError as exc:
+            log.error("job %s: upload refused: %s", job.job_id, exc)
+            failed = Failed(job.job_id, FailureCode.UPLOAD_FAILED, str(exc), retryable=True)
+            self._report_failure(job, failed)
+        except Unreachable as exc:
+            log.error("job %s: %s; it is retried once its lease expires", job.job_id, exc)
+
+    def _report_failure(self, job: RunJob, failed: Failed) -> None:
+        log.warning("job %s failed (%s): %s", job.job_id, failed.code, failed.message)
+        try:
+            self._client.fail(
+                job.job_id, job.lease_id, failed.code, failed.message, failed.retryable
+            )
+        except LeaseLost:
+            log.info("job %s: lease already lost", job.job_id)
+        except (Unreachable, ControlPlaneError) as exc:
+            log.error("job %s: could not report the failure: %s", job.job_id, exc)
+
+    # ---------------------------------------------------------- heartbeat thread
+
+    def _heartbeat_loop(self) -> None:
+        client = self._make_client()
+        try:
+            while not self._hb_done.is_set():
+                self._hb_wake.clear()
+                self._heartbeat_once(client, self._active)
+                busy = self._active is not None
+                self._hb_wake.wait(BUSY_POLL_S if busy else self._hb_interval_s)
+        finally:
+            client.close()
+
+    def _heartbeat_once(self, client: ControlPlaneClient, active: _ActiveJob | None) -> None:
+        assert self._worker_id is not None
+        held = [active.held] if active is not None else []
+        try:
+            reply = client.heartbeat(self._worker_id, held, "busy" if held else "idle")
+        except LeaseLost:
+            if active is not None:
+                active.request_cancel("lease lost")
+        except ControlPlaneError as exc:
+            log.warning("heartbeat refused: %s", exc)
+            if exc.status == 404:  # the control plane forgot us (e.g. a fresh database)
+                self._reregister(client)
+        except Unreachable as exc:
+            log.warning("heartbeat failed: %s", exc)
+        else:
+            if active is not None and active.job.job_id in reply.cancel:
+                active.request_cancel("canceled by the control plane")
+
+    def _reregister(self, client: ControlPlaneClient) -> None:
+        name, capabilities = self._identity()
+        try:
+            reg = client.register(name, self._worker_id, capabilities)
+        except (Unreachable, ControlPlaneError) as exc:
+            log.warning("re-registration failed: %s", exc)
+            return
+        self._worker_id = reg.worker_id
+        log.info("re-registered as %s", reg.worker_id)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT set ``stop`` (only the main thread can install handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.getsignal(s) for s in sigs}
+    for s in sigs:
+        signal.signal(s, lambda signum, frame: stop.set())
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def run_worker(cfg: Config, *, stop: threading.Event | None = None) -> int:
+    """Run one worker until ``stop`` is set or SIGTERM/SIGINT arrives; the exit code."""
+    stop = stop if stop is not None else threading.Event()
+    with _stop_on_signals(stop):
+        return Worker(cfg, stop).run()

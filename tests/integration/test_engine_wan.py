@@ -1,0 +1,174 @@
+"""The engine end to end on CPU with the tiny random-weight Wan model built locally."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from cinecloud.config import EngineConfig, repo_root
+from cinecloud.engine.registry import (
+    GenerationParams,
+    ModelNotInstalled,
+    ModelSpec,
+    ParamError,
+    default_registry,
+)
+from cinecloud.engine.runner import Cancelled, Runner, RunResult, StepInfo
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = repo_root() / "scripts" / "make_tiny_wan.py"
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_tiny_wan", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    _load_script().build_tiny_wan(root / "tiny-wan")
+    return root
+
+
+@pytest.fixture(scope="session")
+def spec(models_dir: Path) -> ModelSpec:
+    return default_registry(EngineConfig(models_dir=models_dir)).get(None)
+
+
+@pytest.fixture(scope="session")
+def runner(spec: ModelSpec) -> Runner:
+    r = Runner(spec, device="cpu", dtype="auto")
+    assert r.load() >= 0.0
+    return r
+
+
+def params(**kw: object) -> GenerationParams:
+    base = GenerationParams(
+        prompt="a red fox running through a snowy forest",
+        negative_prompt="blurry, low quality",
+        width=32,
+        height=32,
+        num_frames=5,
+        fps=8,
+        steps=3,
+        guidance_scale=5.0,
+        seed=42,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def run(
+    runner: Runner, p: GenerationParams, cancel: Callable[[list[StepInfo]], bool] | None = None
+) -> tuple[RunResult, list[StepInfo]]:
+    steps: list[StepInfo] = []
+    result = runner.run(
+        p,
+        on_step=steps.append,
+        should_cancel=lambda: cancel is not None and cancel(steps),
+    )
+    return result, steps
+
+
+def test_run_returns_frames_steps_and_timings(runner: Runner) -> None:
+    result, steps = run(runner, params())
+    assert result.frames.shape == (5, 32, 32, 3)
+    assert result.frames.dtype == np.uint8
+    assert [s.step for s in steps] == [0, 1, 2, 3]
+    assert {s.total_steps for s in steps} == {3}
+    assert {s.stage for s in steps} == {"denoise"}
+    elapsed = [s.elapsed_s for s in steps]
+    assert elapsed == sorted(elapsed) and elapsed[0] >= 0.0
+    assert set(result.timings) == {"text_encode", "denoise", "decode"}
+    assert all(v >= 0.0 for v in result.timings.values())
+    assert (result.fps, result.seed, result.device, result.dtype) == (8, 42, "cpu", "float32")
+
+
+def test_same_seed_same_frames_other_seed_other_frames(runner: Runner) -> None:
+    a, _ = run(runner, params(seed=1))
+    b, _ = run(runner, params(seed=1))
+    c, _ = run(runner, params(seed=2))
+    assert np.array_equal(a.frames, b.frames)
+    assert not np.array_equal(a.frames, c.frames)
+
+
+def test_without_guidance(runner: Runner) -> None:
+    result, steps = run(runner, params(guidance_scale=1.0, steps=1, width=48, height=16))
+    assert result.frames.shape == (5, 16, 48, 3)
+    assert len(steps) == 2
+
+
+def test_cancel_after_step_one(runner: Runner) -> None:
+    with pytest.raises(Cancelled) as info:
+        run(runner, params(), cancel=lambda steps: bool(steps) and steps[-1].step >= 1)
+    assert (info.value.step, info.value.total_steps) == (1, 3)
+
+
+def test_cancel_before_start(runner: Runner) -> None:
+    with pytest.raises(Cancelled) as info:
+        run(runner, params(), cancel=lambda steps: True)
+    assert info.value.step == 0
+
+
+def test_runner_still_works_after_a_cancel(runner: Runner) -> None:
+    with pytest.raises(Cancelled):
+        run(runner, params(seed=5), cancel=lambda steps: len(steps) >= 2)
+    after, _ = run(runner, params(seed=5))
+    again, _ = run(runner, params(seed=5))
+    assert np.array_equal(after.frames, again.frames)
+
+
+def test_params_are_validated_before_work(runner: Runner) -> None:
+    calls: list[StepInfo] = []
+    with pytest.raises(ParamError, match="got 80"):
+        runner.run(params(num_frames=80), on_step=calls.append, should_cancel=lambda: False)
+    assert calls == []
+
+
+def test_run_before_load_is_an_error(spec: ModelSpec) -> None:
+    with pytest.raises(RuntimeError, match="not loaded"):
+        Runner(spec, device="cpu").run(params(), on_step=print, should_cancel=lambda: False)
+
+
+def test_missing_model_names_path_and_command(spec: ModelSpec, tmp_path: Path) -> None:
+    missing = default_registry(EngineConfig(models_dir=tmp_path)).get(spec.id)
+    with pytest.raises(ModelNotInstalled) as info:
+        Runner(missing, device="cpu").load()
+    assert str(tmp_path / "tiny-wan") in str(info.value)
+    assert "python scripts/make_tiny_wan.py" in str(info.value)
+
+
+def test_bad_device_and_dtype(spec: ModelSpec) -> None:
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        Runner(spec, device="cpu", dtype="fp8").load()
+
+
+def test_tiny_model_is_small(models_dir: Path) -> None:
+    size = sum(p.stat().st_size for p in (models_dir / "tiny-wan").rglob("*") if p.is_file())
+    assert size < 5_000_000
+
+
+def test_registry_and_fake_runner_do_not_import_torch() -> None:
+    code = (
+        "import sys, cinecloud.engine, cinecloud.engine.registry, cinecloud.testing.fake_runner;"
+        "bad = sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules);"
+        "print(','.join(bad))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""

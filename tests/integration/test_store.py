@@ -1,0 +1,250 @@
+"""The job store on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import inspect
+
+from cinecloud.jobs import (
+    AccountStore,
+    ArtifactRecord,
+    InvalidTransition,
+    JobStore,
+    LeaseLost,
+    NewJob,
+    NotFound,
+    ReusedIdempotencyKey,
+    make_engine,
+    migrate,
+)
+from cinecloud.jobs.tables import metadata
+from cinecloud.testing.clock import FakeClock
+
+MODEL = "cinecloud/tiny-wan"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def stores(db_url: str, clock: FakeClock) -> Iterator[tuple[JobStore, AccountStore]]:
+    engine = make_engine(db_url)
+    migrate(engine)
+    yield JobStore(engine, clock=clock, max_attempts=2), AccountStore(engine, clock=clock)
+    engine.dispose()
+
+
+def _new(tenant: str, **kw: object) -> NewJob:
+    args: dict[str, object] = dict(
+        tenant_id=tenant,
+        model=MODEL,
+        prompt="a red ball",
+        params={"steps": 2},
+        seconds="1",
+        size="64x64",
+        seed=1,
+    )
+    args.update(kw)
+    return NewJob(**args)  # type: ignore[arg-type]
+
+
+def test_migration_matches_metadata(db_url: str) -> None:
+    engine = make_engine(db_url)
+    migrate(engine)
+    migrate(engine)  # idempotent
+    names = set(inspect(engine).get_table_names())
+    assert set(metadata.tables) <= names
+    cols = {c["name"] for c in inspect(engine).get_columns("jobs")}
+    assert cols == {c.name for c in metadata.tables["jobs"].columns}
+    engine.dispose()
+
+
+def test_keys_are_hashed_and_authenticate(stores: tuple[JobStore, AccountStore]) -> None:
+    _, accounts = stores
+    tenant = accounts.ensure_tenant("acme")
+    assert accounts.ensure_tenant("acme").id == tenant.id
+    plaintext, rec = accounts.create_key(tenant.id, admin=True)
+    got = accounts.authenticate(plaintext)
+    assert got is not None and got.tenant_id == tenant.id and got.is_admin
+    assert accounts.authenticate(plaintext + "x") is None
+    assert accounts.revoke_key(rec.id)
+    assert accounts.authenticate(plaintext) is None
+
+
+def test_lease_complete_and_events(stores: tuple[JobStore, AccountStore], clock: FakeClock) -> None:
+    jobs, accounts = stores
+    tenant = accounts.ensure_tenant("a").id
+    job, created = jobs.create_job(_new(tenant))
+    assert created and job.status == "queued"
+    assert jobs.queue_position(job) == 0
+    clock.advance(2)
+    (leased,) = jobs.lease("w1", [MODEL], ttl_s=10)
+    assert leased.id == job.id and leased.status == "in_progress" and leased.attempts == 1
+    assert jobs.lease("w2", [MODEL], ttl_s=10) == []
+    jobs.progress(
+        job.id,
+        leased.lease_id or "",
+        [{"type": "progress", "stage": "denoise", "step": 1, "total_steps": 2, "progress": 50}],
+        10,
+    )
+    art = ArtifactRecord(job.id, "video.mp4", "t/x/v/y/video.mp4", "0" * 64, 10, "video/mp4")
+    clock.advance(3)
+    done = jobs.complete(
+        job.id,
+        leased.lease_id or "",
+        artifacts=[art],
+        timings={"denoise": 1.0},
+        gpu_seconds=1.0,
+        engine={},
+    )
+    assert done.status == "completed" and done.progress == 100
+    assert done.timings is not None
+    assert done.timings["queue_wait"] == pytest.approx(2) and done.timings[
+        "total"
+    ] == pytest.approx(5)
+    assert [a.name for a in done.artifacts] == ["video.mp4"]
+    # a retried complete is harmless; a cancel of a finished job is refused
+    assert (
+        jobs.complete(
+            job.id, leased.lease_id or "", artifacts=[art], timings={}, gpu_seconds=0, engine={}
+        ).status
+        == "completed"
+    )
+    with pytest.raises(InvalidTransition):
+        jobs.cancel(job.id, tenant)
+    types = [e.type for e in jobs.events_after(job.id, 0)]
+    assert types == ["queued", "started", "progress", "completed"]
+    last = jobs.events_after(job.id, 0)[1].id
+    assert [e.type for e in jobs.events_after(job.id, last)] == ["progress", "completed"]
+
+
+def test_expired_lease_requeues_then_fails(
+    stores: tuple[JobStore, AccountStore], clock: FakeClock
+) -> None:
+    jobs, accounts = stores
+    tenant = accounts.ensure_tenant("a").id
+    job, _ = jobs.create_job(_new(tenant))
+    (first,) = jobs.lease("w1", [MODEL], ttl_s=5)
+    clock.advance(6)
+    assert jobs.expire_leases() == [job.id]
+    assert jobs.get_job(job.id).status == "queued"
+    # the dead worker's late completion is refused
+    with pytest.raises(LeaseLost):
+        jobs.complete(
+            job.id, first.lease_id or "", artifacts=[], timings={}, gpu_seconds=0, engine={}
+        )
+    (second,) = jobs.lease("w2", [MODEL], ttl_s=5)
+    assert second.attempts == 2
+    clock.advance(6)
+    jobs.expire_leases()
+    final = jobs.get_job(job.id)
+    assert final.status == "failed" and final.error_code == "lease_expired"
+    assert "2 attempts" in (final.error_message or "")
+
+
+def test_heartbeat_extends_lease(stores: tuple[JobStore, AccountStore], clock: FakeClock) -> None:
+    jobs, accounts = stores
+    tenant = accounts.ensure_tenant("a").id
+    job, _ = jobs.create_job(_new(tenant))
+    (leased,) = jobs.lease("w1", [MODEL], ttl_s=5)
+    clock.advance(4)
+    assert jobs.extend_leases([(job.id, leased.lease_id or "")], 5) == []
+    clock.advance(4)
+    assert jobs.expire_leases() == []
+    assert jobs.extend_leases([(job.id, "lse_other")], 5) == [job.id]
+
+
+def test_priority_then_age(stores: tuple[JobStore, AccountStore], clock: FakeClock) -> None:
+    jobs, accounts = stores
+    tenant = accounts.ensure_tenant("a").id
+    low, _ = jobs.create_job(_new(tenant))
+    clock.advance(1)
+    high, _ = jobs.create_job(_new(tenant, priority=5))
+    clock.advance(1)
+    low2, _ = jobs.create_job(_new(tenant))
+    assert jobs.queue_position(jobs.get_job(low2.id)) == 2
+    order = [jobs.lease("w", [MODEL], ttl_s=5)[0].id for _ in range(3)]
+    assert order == [high.id, low.id, low2.id]
+    assert jobs.lease("w", ["other/model"], ttl_s=5) == []
+
+
+def test_idempotency_and_tenants(stores: tuple[JobStore, AccountStore]) -> None:
+    jobs, accounts = stores
+    a = accounts.ensure_tenant("a").id
+    b = accounts.ensure_tenant("b").id
+    j1, c1 = jobs.create_job(_new(a, idempotency_key="k1", request_hash="h1"))
+    j2, c2 = jobs.create_job(_new(a, idempotency_key="k1", request_hash="h1"))
+    assert c1 and not c2 and j1.id == j2.id
+    with pytest.raises(ReusedIdempotencyKey):
+        jobs.create_job(_new(a, idempotency_key="k1", request_hash="h2"))
+    j3, c3 = jobs.create_job(_new(b, idempotency_key="k1", request_hash="h1"))
+    assert c3 and j3.id != j1.id
+    with pytest.raises(NotFound):
+        jobs.get_job(j1.id, b)
+    listed, more = jobs.list_jobs(a, after=None, limit=10, order="desc")
+    assert [j.id for j in listed] == [j1.id] and not more
+
+
+def test_cancel_and_delete(stores: tuple[JobStore, AccountStore]) -> None:
+    jobs, accounts = stores
+    a = accounts.ensure_tenant("a").id
+    job, _ = jobs.create_job(_new(a))
+    (leased,) = jobs.lease("w", [MODEL], ttl_s=5)
+    canceled = jobs.cancel(job.id, a)
+    assert canceled.status == "canceled"
+    with pytest.raises(LeaseLost):
+        jobs.progress(job.id, leased.lease_id or "", [], 5)
+    assert jobs.extend_leases([(job.id, leased.lease_id or "")], 5) == [job.id]
+    jobs.delete_job(job.id, a)
+    with pytest.raises(NotFound):
+        jobs.get_job(job.id, a)
+
+
+def test_pagination(stores: tuple[JobStore, AccountStore], clock: FakeClock) -> None:
+    jobs, accounts = stores
+    a = accounts.ensure_tenant("a").id
+    ids = []
+    for _ in range(5):
+        ids.append(jobs.create_job(_new(a))[0].id)
+        clock.advance(1)
+    page1, more1 = jobs.list_jobs(a, after=None, limit=2, order="asc")
+    page2, more2 = jobs.list_jobs(a, after=page1[-1].id, limit=2, order="asc")
+    page3, more3 = jobs.list_jobs(a, after=page2[-1].id, limit=2, order="asc")
+    assert [j.id for j in page1 + page2 + page3] == ids
+    assert (more1, more2, more3) == (True, True, False)
+    desc, _ = jobs.list_jobs(a, after=None, limit=10, order="desc")
+    assert [j.id for j in desc] == ids[::-1]
+
+
+def test_concurrent_leases_never_double_claim(db_url: str) -> None:
+    """Four threads lease from one queue at once: every job goes to exactly one."""
+    import time
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    jobs = JobStore(engine, clock=time.time)
+    tenant = AccountStore(engine, clock=time.time).ensure_tenant("a").id
+    created = {jobs.create_job(_new(tenant))[0].id for _ in range(40)}
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while True:
+            leased = jobs.lease(name, [MODEL], ttl_s=30)
+            if not leased:
+                return
+            with lock:
+                got.extend(j.id for j in leased)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    engine.dispose()
+    assert sorted(got) == sorted(created)

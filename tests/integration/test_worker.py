@@ -1,0 +1,286 @@
+"""Real worker processes (parent + spawned child, fake runner) against the fake control plane."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cinecloud.config import Config, load_config
+from cinecloud.engine.registry import GenerationParams, ModelSpec
+from cinecloud.engine.runner import RunResult, StepInfo
+from cinecloud.testing.fake_control_plane import FakeControlPlane
+from cinecloud.testing.fake_runner import FakeRunner
+from cinecloud.workers import LocalLauncher
+
+pytestmark = pytest.mark.integration
+
+HERE = Path(__file__).resolve().parent
+FAST = "cinecloud.testing.fake_runner:fake_runner_factory"  # 20 ms a step
+SLOW = "cinecloud.testing.fake_runner:slow_fake_runner_factory"  # 0.5 s a step
+STUBBORN = f"{Path(__file__).stem}:stubborn_runner_factory"  # ignores cancel
+CRASHING = f"{Path(__file__).stem}:crashing_runner_factory"  # exits mid-run
+PARAMS = {
+    "prompt": "a paper boat on a pond",
+    "negative_prompt": "",
+    "width": 64,
+    "height": 64,
+    "num_frames": 9,
+    "fps": 8,
+    "steps": 4,
+    "guidance_scale": 5.0,
+    "seed": 42,
+}
+
+
+class _Misbehaving:
+    """A fake runner that ignores cancel (``"hang"``) or dies after step 1 (``"crash"``)."""
+
+    def __init__(self, spec: ModelSpec, mode: str) -> None:
+        self._inner = FakeRunner(spec, step_s=0.1)
+        self._mode = mode
+        self.spec = spec
+
+    def load(self) -> float:
+        return self._inner.load()
+
+    def run(
+        self,
+        params: GenerationParams,
+        on_step: Callable[[StepInfo], None],
+        should_cancel: Callable[[], bool],
+    ) -> RunResult:
+        if self._mode == "hang":
+            return self._inner.run(params, on_step, lambda: False)
+
+        def step_then_crash(info: StepInfo) -> None:
+            on_step(info)
+            if info.step == 1:
+                os._exit(3)
+
+        return self._inner.run(params, step_then_crash, should_cancel)
+
+
+def stubborn_runner_factory(spec: ModelSpec, cfg: Config) -> _Misbehaving:
+    return _Misbehaving(spec, "hang")
+
+
+def crashing_runner_factory(spec: ModelSpec, cfg: Config) -> _Misbehaving:
+    return _Misbehaving(spec, "crash")
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture
+def cp(tmp_path: Path) -> Iterator[FakeControlPlane]:
+    with FakeControlPlane(tmp_path / "blobs", heartbeat_interval_s=0.5) as plane:
+        yield plane
+
+
+Launch = Callable[..., tuple[LocalLauncher, Config]]
+
+
+@pytest.fixture
+def launch(cp: FakeControlPlane, tmp_path: Path) -> Iterator[Launch]:
+    launchers: list[LocalLauncher] = []
+
+    def start(runner_factory: str, cancel_grace_s: float = 3.0) -> tuple[LocalLauncher, Config]:
+        cfg = load_config(
+            server={"home": tmp_path / "home"},
+            delivery={"secret": "test"},
+            queue={"lease_long_poll_s": 1.0},
+            worker={
+                "token": cp.token,
+                "runner_factory": runner_factory,
+                "cancel_grace_s": cancel_grace_s,
+                "work_dir": tmp_path / "work",
+            },
+        )
+        pythonpath = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": pythonpath}
+        launcher = LocalLauncher(cfg, 1, server_url=cp.url, env=env)
+        launchers.append(launcher)
+        launcher.start()
+        assert cp.wait_for(lambda: len(cp.workers) == 1, timeout=30), "worker never registered"
+        return launcher, cfg
+
+    yield start
+    for launcher in launchers:
+        launcher.stop(timeout=5)
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every live (not zombie) process."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil is in the dev environment
+        return _processes_from_proc()
+    table = {}
+    for p in psutil.process_iter(["ppid", "cmdline", "status"]):
+        if p.info["status"] != psutil.STATUS_ZOMBIE:
+            table[p.pid] = (p.info["ppid"], " ".join(p.info["cmdline"] or ()))
+    return table
+
+
+def _processes_from_proc() -> dict[int, tuple[int, str]]:
+    table = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
+            continue
+        if entry.name.isdigit() and fields[0] != "Z":
+            table[int(entry.name)] = (int(fields[1]), cmdline)
+    return table
+
+
+def descendants(pid: int) -> list[int]:
+    """Live processes below ``pid`` (the engine child and multiprocessing's helper)."""
+    table, found, frontier = _processes(), [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [p for p, (ppid, _) in table.items() if ppid == parent]
+        found += kids
+        frontier += kids
+    return found
+
+
+def engine_children(pid: int) -> list[int]:
+    table = _processes()
+    return [p for p in descendants(pid) if "spawn_main" in table.get(p, (0, ""))[1]]
+
+
+def pid_alive(pid: int) -> bool:
+    return pid in _processes()
+
+
+def denoise_steps(cp: FakeControlPlane, job_id: str) -> list[int]:
+    return [e["step"] for e in cp.job(job_id).events if e["stage"] == "denoise"]
+
+
+def started(cp: FakeControlPlane, job_id: str) -> Callable[[], bool]:
+    return lambda: any(step >= 1 for step in denoise_steps(cp, job_id))
+
+
+def result_of(cp: FakeControlPlane, job_id: str) -> dict[str, Any]:
+    result = cp.job(job_id).result
+    assert result is not None, f"{job_id} was not completed"
+    return result
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_dropped(cp: FakeControlPlane, job_id: str, work_dir: Path) -> None:
+    """The job left nothing behind and reported nothing."""
+    job = cp.job(job_id)
+    assert job.result is None
+    assert job.failures == []
+    assert not (work_dir / job_id).exists()
+    assert not list(cp.blob_dir.rglob(f"{job_id}/*"))
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_job_completes_with_artifacts_and_progress(
+    launch: Launch, cp: FakeControlPlane, tmp_path: Path
+) -> None:
+    _, cfg = launch(FAST)
+    first = cp.submit(PARAMS)
+    second = cp.submit({**PARAMS, "seed": 7})
+    assert cp.wait_for(lambda: cp.job(second).status == "completed", timeout=30)
+
+    job = cp.job(first)
+    assert job.status == "completed" and job.result is not None
+    artifacts: list[dict[str, Any]] = job.result["artifacts"]
+    assert {a["name"] for a in artifacts} == {"video.mp4", "poster.jpg", "thumbnail.jpg"}
+    for art in artifacts:
+        blob = cp.blob_dir / art["key"]
+        assert art["size"] == blob.stat().st_size > 0
+        assert art["sha256"] == sha256(blob)
+    assert {a["content_type"] for a in artifacts} == {"video/mp4", "image/jpeg"}
+
+    timings = job.result["timings"]
+    stages = ("model_load", "text_encode", "denoise", "decode", "render", "upload")
+    assert set(timings) == set(stages)
+    assert timings["denoise"] > 0 and timings["render"] > 0 and timings["upload"] > 0
+    assert result_of(cp, second)["timings"]["model_load"] == 0.0  # loaded once
+    assert job.result["gpu_seconds"] >= timings["denoise"]
+    assert job.result["seed"] == 42
+    assert job.result["engine"] == {"device": "cpu", "dtype": "float32"}
+
+    steps = denoise_steps(cp, first)
+    assert steps == sorted(steps) and steps[-1] == PARAMS["steps"]
+    assert len(set(steps)) == len(steps)
+    stages_seen = [e["stage"] for e in job.events]
+    assert stages_seen.index("render") < stages_seen.index("upload")
+    assert not (cfg.worker.work_dir / first).exists()
+    assert next(iter(cp.workers.values()))["models"] == ["cinecloud/tiny-wan"]
+
+
+def test_cancel_mid_run_stops_the_child_within_grace(launch: Launch, cp: FakeControlPlane) -> None:
+    launcher, cfg = launch(SLOW, cancel_grace_s=3.0)
+    job_id = cp.submit({**PARAMS, "steps": 20})  # 10 s of work
+    assert cp.wait_for(started(cp, job_id), timeout=30)
+    assert (cfg.worker.work_dir / job_id).is_dir()
+    child_before = engine_children(launcher.pids[0])
+
+    cp.cancel(job_id)
+    gone = cp.wait_for(lambda: not (cfg.worker.work_dir / job_id).exists(), timeout=2.0)
+    assert gone, "job files still there 2 s after the cancel"
+    assert_dropped(cp, job_id, cfg.worker.work_dir)
+    assert max(denoise_steps(cp, job_id)) < 20
+    # The child acknowledged the cancel itself: it was not killed and replaced.
+    assert engine_children(launcher.pids[0]) == child_before
+
+
+def test_hung_child_is_killed_and_replaced(launch: Launch, cp: FakeControlPlane) -> None:
+    launcher, cfg = launch(STUBBORN, cancel_grace_s=0.5)
+    hung = cp.submit({**PARAMS, "steps": 60})  # 6 s, deaf to cancel
+    assert cp.wait_for(started(cp, hung), timeout=30)
+    [old_child] = engine_children(launcher.pids[0])
+
+    cp.cancel(hung)
+    assert cp.wait_for(lambda: not pid_alive(old_child), timeout=2.5), "hung child not killed"
+    assert cp.wait_for(lambda: not (cfg.worker.work_dir / hung).exists(), timeout=2.0)
+
+    nxt = cp.submit({**PARAMS, "steps": 2})
+    assert cp.wait_for(lambda: cp.job(nxt).status == "completed", timeout=30)
+    [new_child] = engine_children(launcher.pids[0])
+    assert new_child != old_child
+    assert_dropped(cp, hung, cfg.worker.work_dir)
+    assert result_of(cp, nxt)["timings"]["model_load"] > 0.0  # the fresh child loaded again
+
+
+def test_child_crash_fails_retryable_and_respawns(launch: Launch, cp: FakeControlPlane) -> None:
+    launcher, _ = launch(CRASHING)
+    job_id = cp.submit(PARAMS)
+    assert cp.wait_for(lambda: cp.job(job_id).status == "failed", timeout=30)
+    job = cp.job(job_id)
+    assert job.attempt == cp.max_attempts == 3  # each crash re-queued it, on a fresh child
+    assert [f["code"] for f in job.failures] == ["worker_crashed"] * 3
+    assert all(f["retryable"] for f in job.failures)
+    assert cp.wait_for(lambda: len(engine_children(launcher.pids[0])) == 1, timeout=10)
+
+
+def test_sigterm_gives_up_the_job_and_exits_cleanly(launch: Launch, cp: FakeControlPlane) -> None:
+    launcher, cfg = launch(SLOW)
+    job_id = cp.submit({**PARAMS, "steps": 20})
+    assert cp.wait_for(started(cp, job_id), timeout=30)
+    [worker] = launcher.pids
+    kids = descendants(worker)
+    assert len(engine_children(worker)) == 1
+
+    assert launcher.stop(timeout=10) == [0]
+    assert cp.wait_for(lambda: not any(pid_alive(pid) for pid in kids), timeout=2.0), kids
+    assert launcher.alive() == 0
+    assert_dropped(cp, job_id, cfg.worker.work_dir)
+    assert cp.job(job_id).status == "in_progress"  # left to lease expiry, then re-queued
