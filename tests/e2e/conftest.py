@@ -28,7 +28,9 @@ def start_service(tmp_path: Path, db_url: str) -> Iterator[Callable[..., Service
     """Start real ``cinecloud serve`` processes; all are stopped at the end."""
     started: list[Service] = []
 
-    def start(workers: int = 1, env: dict[str, str] | None = None, port: int | None = None) -> Service:
+    def start(
+        workers: int = 1, env: dict[str, str] | None = None, port: int | None = None
+    ) -> Service:
         svc = Service(tmp_path / "home", db_url, workers=workers, env=env, port=port)
         started.append(svc)
         return svc.start()

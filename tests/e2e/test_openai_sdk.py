@@ -28,8 +28,16 @@ def test_openai_sdk_full_path(start_service: Callable[..., Service], tmp_path: P
     assert video.progress == 100 and video.size == "64x48"
     extra = video.model_extra or {}
     assert extra["num_frames"] == 9 and extra["seed"] == 3
-    assert set(extra["timings"]) >= {"queue_wait", "model_load", "text_encode", "denoise",
-                                     "decode", "render", "upload", "total"}
+    assert set(extra["timings"]) >= {
+        "queue_wait",
+        "model_load",
+        "text_encode",
+        "denoise",
+        "decode",
+        "render",
+        "upload",
+        "total",
+    }
 
     assert client.videos.retrieve(video.id).id == video.id
     assert video.id in [v.id for v in client.videos.list(limit=10).data]

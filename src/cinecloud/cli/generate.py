@@ -31,7 +31,8 @@ class SseEvent:
 
 def iter_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
     """Parse a text/event-stream into events (comments and keep-alives skipped)."""
-    ev_id, ev_type, data = 0, "message", []
+    ev_id, ev_type = 0, "message"
+    data: list[str] = []
     for line in lines:
         if line == "":
             if data:

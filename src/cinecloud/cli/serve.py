@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -13,10 +12,12 @@ from rich.console import Console
 from cinecloud.api import build_state, create_app
 from cinecloud.api.state import AppState
 from cinecloud.config import Config
+from cinecloud.workers.launcher import LocalLauncher
 
 __all__ = ["ensure_admin_key", "run_server", "start_server_thread"]
 
 console = Console(stderr=True)
+SUPERVISE_S = 1.0
 
 
 def ensure_admin_key(state: AppState, home: Path) -> str | None:
@@ -45,9 +46,7 @@ def _uvicorn(cfg: Config, state: AppState) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-def run_server(cfg: Config, workers: int, on_started: Callable[[], None] | None = None) -> None:
-    from cinecloud.workers.launcher import LocalLauncher
-
+def run_server(cfg: Config, workers: int) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -56,15 +55,31 @@ def run_server(cfg: Config, workers: int, on_started: Callable[[], None] | None 
     if key:
         console.print(f"[bold]admin API key[/] (saved to {cfg.server.home / 'admin-key'}): {key}")
     server = _uvicorn(cfg, state)
-    launcher = LocalLauncher(cfg, workers) if workers > 0 else None
     console.print(f"cinecloud serving on {cfg.server.public_url} with {workers} local worker(s)")
-    if launcher is not None:
-        launcher.start()
+    stop = threading.Event()
+    supervisor = None
+    if workers > 0:
+        launcher = LocalLauncher(cfg, workers)
+        supervisor = threading.Thread(
+            target=_supervise, args=(launcher, workers, stop), daemon=True
+        )
+        supervisor.start()
     try:
         server.run()
     finally:
-        if launcher is not None:
-            launcher.stop(timeout=10)
+        stop.set()
+        if supervisor is not None:
+            supervisor.join(timeout=30)
+
+
+def _supervise(launcher: LocalLauncher, workers: int, stop: threading.Event) -> None:
+    """Keep ``workers`` local workers running: a worker that dies is replaced."""
+    try:
+        while not stop.is_set():
+            launcher.scale(workers)
+            stop.wait(SUPERVISE_S)
+    finally:
+        launcher.stop(timeout=15)
 
 
 def start_server_thread(cfg: Config) -> tuple[uvicorn.Server, threading.Thread, AppState]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -105,10 +106,8 @@ class Service:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
         # local workers live in the same group; make sure none outlive the server
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def client(self, key: str | None = None, **kw: Any) -> httpx.Client:
         return httpx.Client(
