@@ -32,7 +32,11 @@ async def require_key(
     request: Request, state: Annotated[AppState, Depends(get_state)]
 ) -> ApiKeyRecord:
     token = _bearer(request)
-    key = await run_in_threadpool(state.accounts.authenticate, token)
+    key = state.key_cache.get(token, state.clock())
+    if key is None:
+        key = await run_in_threadpool(state.accounts.authenticate, token)
+        if key is not None:
+            state.key_cache.put(token, key, state.clock())
     if key is None:
         raise ApiError(
             401,

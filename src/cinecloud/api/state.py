@@ -11,11 +11,11 @@ from fastapi import Request
 
 from cinecloud.config import Config
 from cinecloud.engine.registry import Registry
-from cinecloud.jobs import AccountStore, JobStore, WorkerStore
+from cinecloud.jobs import AccountStore, ApiKeyRecord, JobStore, WorkerStore
 from cinecloud.storage import BlobStore
 from cinecloud.telemetry import Metrics
 
-__all__ = ["AppState", "JobNotifier", "get_state"]
+__all__ = ["AppState", "JobNotifier", "KeyCache", "get_state"]
 
 
 class JobNotifier:
@@ -59,6 +59,29 @@ class JobNotifier:
             await asyncio.wait_for(self._event.wait(), timeout)
 
 
+class KeyCache:
+    """Recently authenticated keys, so a busy client costs no database read per call.
+
+    A revoked key stops working within ``ttl_s``.
+    """
+
+    def __init__(self, ttl_s: float = 5.0, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, ApiKeyRecord]] = {}
+
+    def get(self, token: str, now: float) -> ApiKeyRecord | None:
+        hit = self._entries.get(token)
+        if hit is None or hit[0] < now:
+            return None
+        return hit[1]
+
+    def put(self, token: str, key: ApiKeyRecord, now: float) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[token] = (now + self.ttl_s, key)
+
+
 @dataclass
 class AppState:
     cfg: Config
@@ -74,6 +97,7 @@ class AppState:
     notifier: JobNotifier = field(default_factory=JobNotifier)
     # ... and when a job event was appended here (wakes SSE streams).
     events: JobNotifier = field(default_factory=JobNotifier)
+    key_cache: KeyCache = field(default_factory=KeyCache)
 
 
 def get_state(request: Request) -> AppState:

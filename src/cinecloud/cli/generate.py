@@ -120,7 +120,8 @@ def generate(server: str, api_key: str, body: dict[str, Any], out: Path) -> dict
         video: dict[str, Any] = resp.json()
         console.print(
             f"submitted {video['id']} ({video['model']}, {video['size']}, "
-            f"{video['num_frames']} frames, seed {video['seed']})"
+            f"{video['num_frames']} frames, seed {video['seed']})",
+            soft_wrap=True,
         )
         status = _follow(client, video["id"])
         video = client.get(f"/v1/videos/{video['id']}").json()

@@ -103,7 +103,7 @@ def keys_create(
     t = accounts.ensure_tenant(tenant)
     key, rec = accounts.create_key(t.id, admin=admin, name=name)
     err.print(f"created {rec.id} for tenant '{tenant}' ({t.id})")
-    out.print(key)
+    typer.echo(key)
 
 
 @keys_app.command("list")
@@ -224,8 +224,11 @@ def generate(
     finally:
         if stop is not None:
             stop()
-    err.print(f"[green]done[/] {video['id']} in {video['timings']['total']:.2f}s -> {output}")
-    out.print(video["outputs"]["video"])
+    err.print(
+        f"[green]done[/] {video['id']} in {video['timings']['total']:.2f}s -> {output}",
+        soft_wrap=True,
+    )
+    typer.echo(video["outputs"]["video"])
 
 
 def _saved_key(cfg: Config) -> str | None:

@@ -172,7 +172,7 @@ class JobStore:
                 )
                 self._event(conn, job_id, "queued", {"status": "queued"})
                 row = self._job_row(conn, job_id)
-                return self._record(conn, row), True
+                return JobRecord.from_row(row), True
         except IntegrityError:
             if not new.idempotency_key:
                 raise
@@ -241,16 +241,16 @@ class JobStore:
         if job.status != JobStatus.QUEUED:
             return None
         c = t.jobs.c
-        ahead = or_(
-            c.priority > job.priority,
-            and_(c.priority == job.priority, c.created_at < job.created_at),
-            and_(c.priority == job.priority, c.created_at == job.created_at, c.id < job.id),
+        queued = c.status == JobStatus.QUEUED.value
+        # Three range counts that each walk the (status, priority, created_at) index,
+        # rather than one OR that would scan every queued job.
+        parts = (
+            and_(queued, c.priority > job.priority),
+            and_(queued, c.priority == job.priority, c.created_at < job.created_at),
+            and_(queued, c.priority == job.priority, c.created_at == job.created_at, c.id < job.id),
         )
         with read_tx(self.engine) as conn:
-            n = conn.execute(
-                select(func.count()).where(c.status == JobStatus.QUEUED.value, ahead)
-            ).scalar_one()
-        return int(n)
+            return sum(int(conn.execute(select(func.count()).where(p)).scalar_one()) for p in parts)
 
     def events_after(self, job_id: str, after_id: int, limit: int = 500) -> list[EventRecord]:
         with read_tx(self.engine) as conn:
