@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["ApiError", "error_body", "install_error_handlers"]
+__all__ = ["ApiError", "error_body", "install_error_handlers", "video_not_found"]
 
 log = logging.getLogger("cinecloud.api")
 
@@ -45,6 +45,10 @@ class ApiError(Exception):
         self.message = message
         self.param = param
         self.headers = headers
+
+
+def video_not_found(video_id: str, param: str = "video_id") -> ApiError:
+    return ApiError(404, "video_not_found", f"no video with id '{video_id}'", param)
 
 
 def error_body(status: int, code: str, message: str, param: str | None = None) -> dict[str, Any]:

@@ -408,27 +408,6 @@ class JobStore:
                     values["progress"] = max(0, min(99, int(ev["progress"])))
             conn.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(**values))
 
-    def add_artifact(self, job_id: str, lease_id: str, art: ArtifactRecord) -> None:
-        """Record an uploaded file; raises LeaseLost if the job moved on meanwhile."""
-        with write_tx(self.engine) as conn:
-            self._held(conn, job_id, lease_id)
-            conn.execute(
-                delete(t.artifacts).where(
-                    t.artifacts.c.job_id == job_id, t.artifacts.c.name == art.name
-                )
-            )
-            conn.execute(
-                insert(t.artifacts).values(
-                    job_id=job_id,
-                    name=art.name,
-                    key=art.key,
-                    sha256=art.sha256,
-                    size=art.size,
-                    content_type=art.content_type,
-                    created_at=self.clock(),
-                )
-            )
-
     def complete(
         self,
         job_id: str,

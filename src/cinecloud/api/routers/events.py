@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.auth import Caller
-from cinecloud.api.errors import ApiError
+from cinecloud.api.errors import ApiError, video_not_found
 from cinecloud.api.state import AppState, get_state
 from cinecloud.jobs import NotFound
 
@@ -59,9 +59,7 @@ async def video_events(
     try:
         await run_in_threadpool(state.jobs.get_job, video_id, caller.tenant_id)
     except NotFound:
-        raise ApiError(
-            404, "video_not_found", f"no video with id '{video_id}'", "video_id"
-        ) from None
+        raise video_not_found(video_id) from None
     start = after or 0
     if last_event_id:
         if not last_event_id.isdigit():

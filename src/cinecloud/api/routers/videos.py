@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from cinecloud.api.auth import Caller
-from cinecloud.api.errors import ApiError
+from cinecloud.api.errors import ApiError, video_not_found
 from cinecloud.api.schemas import DeletedVideo, ErrorBody, VideoCreate, VideoList, VideoObject
 from cinecloud.api.state import AppState, get_state
 from cinecloud.api.views import ARTIFACT_FOR_VARIANT, artifact_url, video_object
@@ -168,7 +168,7 @@ async def _get(state: AppState, job_id: str, tenant_id: str) -> JobRecord:
     try:
         return await run_in_threadpool(state.jobs.get_job, job_id, tenant_id)
     except NotFound:
-        raise ApiError(404, "video_not_found", f"no video with id '{job_id}'", "video_id") from None
+        raise video_not_found(job_id) from None
 
 
 @router.post("", response_model=VideoObject, responses=_ERRORS)
@@ -211,7 +211,7 @@ async def list_videos(
             lambda: state.jobs.list_jobs(caller.tenant_id, after=after, limit=limit, order=order)
         )
     except NotFound:
-        raise ApiError(404, "video_not_found", f"no video with id '{after}'", "after") from None
+        raise video_not_found(after or "", "after") from None
     data = [video_object(state, j, None) for j in jobs]
     return JSONResponse(
         {
@@ -238,9 +238,7 @@ async def delete_video(video_id: str, caller: Caller, state: State) -> JSONRespo
     try:
         job = await run_in_threadpool(state.jobs.delete_job, video_id, caller.tenant_id)
     except NotFound:
-        raise ApiError(
-            404, "video_not_found", f"no video with id '{video_id}'", "video_id"
-        ) from None
+        raise video_not_found(video_id) from None
     await _remove_files(state, job)
     state.events.notify()
     if job.status == "canceled":
@@ -253,9 +251,7 @@ async def cancel_video(video_id: str, caller: Caller, state: State) -> JSONRespo
     try:
         job = await run_in_threadpool(state.jobs.cancel, video_id, caller.tenant_id)
     except NotFound:
-        raise ApiError(
-            404, "video_not_found", f"no video with id '{video_id}'", "video_id"
-        ) from None
+        raise video_not_found(video_id) from None
     except InvalidTransition as exc:
         raise ApiError(409, "invalid_state", f"video is already {exc.status.value}") from None
     await _remove_files(state, job)
