@@ -54,7 +54,7 @@ def resolve(spec: ModelSpec, **kw: Any) -> GenerationParams:
 
 def test_tiny_wan_is_registered_and_default() -> None:
     reg = default_registry(EngineConfig(models_dir=MODELS))
-    assert reg.ids == ("cinecloud/tiny-wan",)
+    assert reg.ids == ("cinecloud/tiny-wan", "cinecloud/shapes-t2v")
     assert reg.default_id == "cinecloud/tiny-wan"
     spec = reg.get(None)
     assert spec is reg.get("cinecloud/tiny-wan")
@@ -62,9 +62,9 @@ def test_tiny_wan_is_registered_and_default() -> None:
     assert spec.source == MODELS / "tiny-wan"
     assert spec.build_command.startswith("python scripts/make_tiny_wan.py")
     assert str(MODELS / "tiny-wan") in spec.build_command  # not the repo default, so --out
-    assert reg.list() == [spec]
+    assert reg.list()[0] is spec
     assert "cinecloud/tiny-wan" in reg
-    assert len(reg) == 1
+    assert len(reg) == 2
 
 
 def test_unknown_model_names_the_id_and_the_known_ones() -> None:
@@ -74,7 +74,14 @@ def test_unknown_model_names_the_id_and_the_known_ones() -> None:
     assert isinstance(info.value, KeyError)
     assert "acme/nope" in str(info.value)
     assert "cinecloud/tiny-wan" in str(info.value)
-    assert info.value.known == ("cinecloud/tiny-wan",)
+    assert info.value.known == ("cinecloud/tiny-wan", "cinecloud/shapes-t2v")
+
+
+def test_shapes_model_is_registered() -> None:
+    spec = default_registry(EngineConfig(models_dir=MODELS)).get("cinecloud/shapes-t2v")
+    assert spec.family == "shapes-t2v" and spec.source == MODELS / "shapes-t2v"
+    assert (spec.defaults.width, spec.defaults.height, spec.defaults.num_frames) == (64, 64, 16)
+    assert spec.defaults.display_size == (256, 256)
 
 
 def test_unknown_default_is_refused() -> None:

@@ -252,9 +252,48 @@ def _tiny_wan(models_dir: Path) -> ModelSpec:
     )
 
 
+def _shapes_t2v(models_dir: Path) -> ModelSpec:
+    source = models_dir / "shapes-t2v"
+    command = (
+        "python scripts/train_shapes.py --config full --total-steps 18000 --max-steps 18000 "
+        f"--compile --export {shlex.quote(str(source))}"
+    )
+    return ModelSpec(
+        id="cinecloud/shapes-t2v",
+        family="shapes-t2v",
+        source=source,
+        description="cinecloud's own text-to-video model: one coloured shape moving on a "
+        "background, 16 frames at 64x64",
+        defaults=ModelDefaults(
+            width=64,
+            height=64,
+            num_frames=16,
+            fps=8,
+            steps=16,
+            guidance_scale=3.0,
+            display_size=(256, 256),
+        ),
+        limits=ModelLimits(
+            size_multiple=64,
+            min_side=64,
+            max_width=64,
+            max_height=64,
+            frame_rule="any",
+            min_frames=16,
+            max_frames=16,
+            max_pixel_frames=64 * 64 * 16,
+            max_steps=100,
+            min_fps=1,
+            max_fps=30,
+            max_guidance=15.0,
+        ),
+        build_command=command,
+    )
+
+
 def builtin_specs(models_dir: Path) -> builtins.list[ModelSpec]:
     """The models that ship with cinecloud, with their files under ``models_dir``."""
-    return [_tiny_wan(models_dir)]
+    return [_tiny_wan(models_dir), _shapes_t2v(models_dir)]
 
 
 def default_registry(cfg: EngineConfig) -> Registry:

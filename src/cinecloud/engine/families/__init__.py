@@ -50,8 +50,15 @@ def _wan_t2v() -> Family:
     return WanT2V()
 
 
+def _shapes_t2v() -> Family:
+    from cinecloud.engine.families.shapes import ShapesT2V
+
+    return ShapesT2V()
+
+
 FAMILIES: dict[str, Callable[[], Family]] = {
     "wan-t2v": _wan_t2v,
+    "shapes-t2v": _shapes_t2v,
 }
 
 
