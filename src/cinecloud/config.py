@@ -94,6 +94,8 @@ class ApiConfig:
     max_body_bytes: int = 20 * 1024 * 1024
     default_page_size: int = 20
     max_page_size: int = 100
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,8 @@ class _Api(BaseModel):
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
     default_page_size: int = Field(20, gt=0)
     max_page_size: int = Field(100, gt=0)
+    max_image_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(4096 * 4096, gt=0)
 
 
 class _Engine(BaseModel):

@@ -54,7 +54,7 @@ def resolve(spec: ModelSpec, **kw: Any) -> GenerationParams:
 
 def test_tiny_wan_is_registered_and_default() -> None:
     reg = default_registry(EngineConfig(models_dir=MODELS))
-    assert reg.ids == ("cinecloud/tiny-wan", "cinecloud/shapes-t2v")
+    assert reg.ids[:2] == ("cinecloud/tiny-wan", "cinecloud/shapes-t2v")
     assert reg.default_id == "cinecloud/tiny-wan"
     spec = reg.get(None)
     assert spec is reg.get("cinecloud/tiny-wan")
@@ -64,7 +64,7 @@ def test_tiny_wan_is_registered_and_default() -> None:
     assert str(MODELS / "tiny-wan") in spec.build_command  # not the repo default, so --out
     assert reg.list()[0] is spec
     assert "cinecloud/tiny-wan" in reg
-    assert len(reg) == 2
+    assert len(reg) == len(reg.ids) >= 2
 
 
 def test_unknown_model_names_the_id_and_the_known_ones() -> None:
@@ -74,7 +74,7 @@ def test_unknown_model_names_the_id_and_the_known_ones() -> None:
     assert isinstance(info.value, KeyError)
     assert "acme/nope" in str(info.value)
     assert "cinecloud/tiny-wan" in str(info.value)
-    assert info.value.known == ("cinecloud/tiny-wan", "cinecloud/shapes-t2v")
+    assert info.value.known[:2] == ("cinecloud/tiny-wan", "cinecloud/shapes-t2v")
 
 
 def test_shapes_model_is_registered() -> None:
@@ -95,7 +95,7 @@ def test_duplicate_ids_are_refused(spec: ModelSpec) -> None:
 
 
 def test_unknown_frame_rule_is_refused(spec: ModelSpec) -> None:
-    bad = replace(spec, limits=replace(spec.limits, frame_rule="8k+1"))
+    bad = replace(spec, limits=replace(spec.limits, frame_rule="16k+1"))
     with pytest.raises(ValueError, match="frame_rule"):
         Registry([bad], bad.id)
 

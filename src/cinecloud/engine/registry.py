@@ -21,6 +21,7 @@ from cinecloud.config import EngineConfig, repo_root
 
 __all__ = [
     "FRAME_RULES",
+    "INPUT_IMAGE",
     "MAX_SEED",
     "GenerationParams",
     "ModelDefaults",
@@ -53,7 +54,7 @@ class ModelLimits:
     min_side: int
     max_width: int
     max_height: int
-    frame_rule: str  # a key of FRAME_RULES: "4k+1" or "any"
+    frame_rule: str  # a key of FRAME_RULES: "4k+1", "8k+1" or "any"
     min_frames: int
     max_frames: int
     max_pixel_frames: int  # width * height * num_frames
@@ -61,6 +62,7 @@ class ModelLimits:
     min_fps: int
     max_fps: int
     max_guidance: float
+    min_steps: int = 1
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class ModelSpec:
     limits: ModelLimits
     build_command: str
     owned_by: str = "cinecloud"
+    input_image: str = "none"  # a key of INPUT_IMAGE: whether a conditioning image is taken
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class GenerationParams:
     steps: int
     guidance_scale: float
     seed: int
+    image_path: str | None = None  # local file of the conditioning image (image-to-video)
 
 
 # ---------------------------------------------------------------- errors
@@ -145,12 +149,15 @@ class ModelNotInstalled(FileNotFoundError):
 
 # ---------------------------------------------------------------- frame rules
 
-FRAME_RULES = ("4k+1", "any")
+FRAME_RULES = ("4k+1", "8k+1", "any")
+INPUT_IMAGE = ("none", "optional", "required")
 
 
 def _frames_valid(rule: str, n: int) -> bool:
     if rule == "4k+1":
         return n % 4 == 1
+    if rule == "8k+1":
+        return n % 8 == 1
     if rule == "any":
         return True
     raise ValueError(f"unknown frame_rule {rule!r}; known: {', '.join(FRAME_RULES)}")
@@ -159,11 +166,14 @@ def _frames_valid(rule: str, n: int) -> bool:
 def frames_for_seconds(rule: str, seconds: int, fps: int) -> int:
     """The smallest frame count valid under ``rule`` with at least ``seconds * fps`` frames.
 
-    For "4k+1" that is ``4 * ceil((seconds * fps - 1) / 4) + 1``: 4 s at 8 fps gives 33.
+    For "4k+1" that is ``4 * ceil((seconds * fps - 1) / 4) + 1``: 4 s at 8 fps gives 33;
+    "8k+1" is the same with 8.
     """
     wanted = seconds * fps
     if rule == "4k+1":
         return 4 * math.ceil((wanted - 1) / 4) + 1
+    if rule == "8k+1":
+        return 8 * math.ceil((wanted - 1) / 8) + 1
     if rule == "any":
         return wanted
     raise ValueError(f"unknown frame_rule {rule!r}; known: {', '.join(FRAME_RULES)}")
@@ -184,6 +194,8 @@ class Registry:
                 raise ValueError(
                     f"model {spec.id!r} has unknown frame_rule {spec.limits.frame_rule!r}"
                 )
+            if spec.input_image not in INPUT_IMAGE:
+                raise ValueError(f"model {spec.id!r} has unknown input_image {spec.input_image!r}")
             self._specs[spec.id] = spec
         if default_id not in self._specs:
             raise UnknownModel(default_id, self._specs)
@@ -291,9 +303,98 @@ def _shapes_t2v(models_dir: Path) -> ModelSpec:
     )
 
 
+def _family_limits(
+    multiple: int,
+    frames: tuple[str, int, int],
+    max_area: tuple[int, int],
+    max_guidance: float = 20.0,
+    min_steps: int = 1,
+) -> ModelLimits:
+    """A real model's limits: side multiple, (frame rule, min, max), trained max size.
+
+    Either side may be the long one (up to the long side of ``max_area``); the
+    pixel-frame budget is ``max_area`` at the most frames.
+    """
+    rule, min_frames, max_frames = frames
+    long_side = max(max_area)
+    return ModelLimits(
+        size_multiple=multiple,
+        min_side=multiple if multiple >= 16 else 16,
+        max_width=long_side,
+        max_height=long_side,
+        frame_rule=rule,
+        min_frames=min_frames,
+        max_frames=max_frames,
+        max_pixel_frames=max_area[0] * max_area[1] * max_frames,
+        max_steps=100,
+        min_fps=1,
+        max_fps=30,
+        max_guidance=max_guidance,
+        min_steps=min_steps,
+    )
+
+
+def _tiny_spec(
+    models_dir: Path,
+    name: str,
+    family: str,
+    what: str,
+    defaults: tuple[int, int, int, float],
+    limits: ModelLimits,
+    input_image: str,
+) -> ModelSpec:
+    """A tiny random-weight checkpoint of a real family, built by make_tiny_models.py.
+
+    ``defaults`` is (side, num_frames, steps, guidance), sized so a CPU run is quick.
+    """
+    command = f"python scripts/make_tiny_models.py --only {name}"
+    if models_dir.resolve() != (repo_root() / "models").resolve():
+        command += f" --out {shlex.quote(str(models_dir))}"
+    side, num_frames, steps, guidance = defaults
+    return ModelSpec(
+        id=f"cinecloud/tiny-{name}",
+        family=family,
+        source=models_dir / f"tiny-{name}",
+        description=f"Tiny random-weight {what} model for tests",
+        defaults=ModelDefaults(side, side, num_frames, 8, steps, guidance, None),
+        limits=limits,
+        build_command=command,
+        input_image=input_image,
+    )
+
+
+# The real families' limits. Sides are multiples of the VAE's spatial factor times the
+# transformer's patch; frame rules follow the VAE's temporal factor.
+# LTX-Video: 32x spatial / 8x temporal VAE; up to 1280x720 and 257 frames.
+# LTX's scheduler stretches its shifted sigmas to a terminal value: one step divides by zero.
+_LTX_LIMITS = _family_limits(32, ("8k+1", 9, 257), (1280, 720), min_steps=2)
+# CogVideoX: 8x VAE and 2x2 patch; 4x temporal, decoded in pairs of latent frames after
+# the first, so 8k+1 frames (49 for 1.0; 81, 161 for 1.5); up to 1360x768 (1.5).
+_COGVIDEOX_LIMITS = _family_limits(16, ("8k+1", 9, 161), (1360, 768))
+# Wan 2.1 / 2.2 image-to-video: 8x VAE and 2x2 patch; 4x temporal; up to 1280x720, 81.
+_WAN_I2V_LIMITS = _family_limits(16, ("4k+1", 5, 81), (1280, 720))
+# Stable Video Diffusion: 8x VAE (the pipeline checks multiples of 8); any frame count,
+# 14 (SVD) or 25 (SVD-XT) as trained, at 1024x576.
+_SVD_LIMITS = _family_limits(8, ("any", 2, 25), (1024, 576), max_guidance=10.0)
+# HunyuanVideo: 8x VAE and 2x2 patch; 4x temporal; up to 1280x720 and 129 frames.
+_HUNYUAN_LIMITS = _family_limits(16, ("4k+1", 5, 129), (1280, 720))
+
+
+# (name, family, what, (side, num_frames, steps, guidance), limits, input_image)
+_FAMILY_TABLE: tuple[tuple[str, str, str, tuple[int, int, int, float], ModelLimits, str], ...] = (
+    ("ltx", "ltx-t2v", "LTX-Video T2V", (64, 9, 4, 3.0), _LTX_LIMITS, "none"),
+    ("cogvideox", "cogvideox-t2v", "CogVideoX T2V", (32, 9, 4, 6.0), _COGVIDEOX_LIMITS, "none"),
+    ("wan-i2v", "wan-i2v", "Wan I2V", (32, 5, 4, 5.0), _WAN_I2V_LIMITS, "required"),
+    ("ltx-i2v", "ltx-i2v", "LTX-Video I2V", (64, 9, 4, 3.0), _LTX_LIMITS, "required"),
+    ("svd", "svd", "Stable Video Diffusion I2V", (32, 4, 4, 3.0), _SVD_LIMITS, "required"),
+    ("hunyuan", "hunyuan-t2v", "HunyuanVideo T2V", (32, 5, 4, 6.0), _HUNYUAN_LIMITS, "none"),
+)
+
+
 def builtin_specs(models_dir: Path) -> builtins.list[ModelSpec]:
     """The models that ship with cinecloud, with their files under ``models_dir``."""
-    return [_tiny_wan(models_dir), _shapes_t2v(models_dir)]
+    families = [_tiny_spec(models_dir, *row) for row in _FAMILY_TABLE]
+    return [_tiny_wan(models_dir), _shapes_t2v(models_dir), *families]
 
 
 def default_registry(cfg: EngineConfig) -> Registry:
@@ -415,10 +516,10 @@ def _check_fps(spec: ModelSpec, fps: int) -> None:
 
 def _check_scalars(spec: ModelSpec, p: GenerationParams) -> None:
     lim = spec.limits
-    if not 1 <= p.steps <= lim.max_steps:
+    if not lim.min_steps <= p.steps <= lim.max_steps:
         raise ParamError(
             "invalid_steps",
-            f"steps must be in 1..{lim.max_steps} for {spec.id} (got {p.steps})",
+            f"steps must be in {lim.min_steps}..{lim.max_steps} for {spec.id} (got {p.steps})",
             "steps",
         )
     if not 0.0 <= p.guidance_scale <= lim.max_guidance:

@@ -189,6 +189,20 @@ class ControlPlaneClient:
             raise ControlPlaneError(200, "bad_response", f"no upload URL for {missing}")
         return {n: UploadTarget(key=str(t["key"]), url=str(t["url"])) for n, t in targets.items()}
 
+    def download(self, url: str, dest: Path) -> Path:
+        """Fetch an input file (e.g. the conditioning image) from its signed URL."""
+        try:
+            with self._blobs.stream("GET", self._base.join(url)) as resp:
+                if resp.status_code != 200:
+                    status = resp.status_code
+                    raise ControlPlaneError(status, "input_unavailable", f"GET input: {status}")
+                with dest.open("wb") as fh:
+                    for chunk in resp.iter_bytes():
+                        fh.write(chunk)
+        except httpx.HTTPError as exc:
+            raise ControlPlaneError(0, "input_unavailable", f"GET input: {exc}") from None
+        return dest
+
     def put_file(self, name: str, target: UploadTarget, path: Path, content_type: str) -> Artifact:
         """PUT ``path`` (streamed from disk) to its signed upload URL."""
         url = self._base.join(target.url)
@@ -313,6 +327,7 @@ def _run_job(item: dict[str, Any]) -> RunJob:
             attempt=int(item.get("attempt", 1)),
             lease_ttl_s=float(item.get("lease_ttl_s", 30.0)),
             queued_at=None if item.get("queued_at") is None else float(item["queued_at"]),
+            inputs={str(k): str(v) for k, v in (item.get("inputs") or {}).items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ControlPlaneError(200, "bad_response", f"malformed leased job: {exc!r}") from None

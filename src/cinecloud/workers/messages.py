@@ -11,7 +11,7 @@ Child to parent: ``Ready``, ``Progress``, ``Done``, ``Failed``.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 __all__ = [
@@ -42,6 +42,7 @@ class FailureCode:
     MODEL_NOT_LOADED = "model_not_loaded"
     OUT_OF_MEMORY = "out_of_memory"
     UPLOAD_FAILED = "upload_failed"
+    INPUT_UNAVAILABLE = "input_unavailable"
     WORKER_CRASHED = "worker_crashed"
     # Never sent to the control plane: the child's acknowledgement of a Cancel.
     CANCELED = "canceled"
@@ -62,6 +63,8 @@ class RunJob:
     attempt: int = 1
     lease_ttl_s: float = 30.0
     queued_at: float | None = None
+    # Input files by role (e.g. "image") with signed URLs to fetch them from.
+    inputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ like GPU time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -345,6 +346,14 @@ class Worker:
         except ValueError as exc:
             self._report_failure(job, Failed(job.job_id, FailureCode.INVALID_JOB, str(exc)))
             return
+        try:
+            job = self._fetch_inputs(job, path)
+        except (ControlPlaneError, OSError) as exc:
+            shutil.rmtree(path, ignore_errors=True)
+            self._report_failure(
+                job, Failed(job.job_id, FailureCode.INPUT_UNAVAILABLE, str(exc), retryable=True)
+            )
+            return
         active = _ActiveJob(job, path)
         self._set_active(active)
         model_load, self._pending_load_s = self._pending_load_s, 0.0
@@ -363,6 +372,17 @@ class Worker:
             shutil.rmtree(path, ignore_errors=True)
         if replace_child and self._child is not None:
             self._child.kill()  # the next turn of the loop starts a fresh one
+
+    def _fetch_inputs(self, job: RunJob, path: Path) -> RunJob:
+        """Download the job's input files; the child gets their local paths in its params."""
+        if not job.inputs:
+            return job
+        path.mkdir(parents=True, exist_ok=True)
+        params = dict(job.params)
+        for role, url in job.inputs.items():
+            dest = self._client.download(url, path / f"input_{role}")
+            params[f"{role}_path"] = str(dest)
+        return dataclasses.replace(job, params=params, inputs={})
 
     def _set_active(self, active: _ActiveJob | None) -> None:
         self._active = active

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from cinecloud.api.auth import WorkerAuth
 from cinecloud.api.errors import ApiError
 from cinecloud.api.state import AppState, get_state
+from cinecloud.api.views import artifact_url
 from cinecloud.delivery import SignatureExpired, SignatureInvalid, sign, verify
 from cinecloud.jobs import ArtifactRecord, JobRecord, LeaseLost, NotFound
 from cinecloud.storage import InvalidKey, blob_key, validate_content_type
@@ -88,12 +89,17 @@ def _lease_lost(exc: LeaseLost) -> ApiError:
 
 
 def _run_job(state: AppState, job: JobRecord) -> dict[str, Any]:
+    params = {"prompt": job.prompt, "seed": job.seed, **job.params}
+    inputs = {}
+    if "input_image" in params:
+        inputs["image"] = artifact_url(state, params.pop("input_image"))
     return {
         "job_id": job.id,
         "lease_id": job.lease_id,
         "attempt": job.attempts,
         "model": job.model,
-        "params": {"prompt": job.prompt, "seed": job.seed, **job.params},
+        "params": params,
+        "inputs": inputs,
         "lease_ttl_s": state.cfg.queue.lease_ttl_s,
         "queued_at": job.created_at,
     }

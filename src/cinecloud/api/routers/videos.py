@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 
 from cinecloud.api.auth import Caller
 from cinecloud.api.errors import ApiError, video_not_found
+from cinecloud.api.images import read_input_image
 from cinecloud.api.schemas import DeletedVideo, ErrorBody, VideoCreate, VideoList, VideoObject
 from cinecloud.api.state import AppState, get_state
 from cinecloud.api.views import ARTIFACT_FOR_VARIANT, artifact_url, video_object
@@ -67,7 +68,7 @@ async def _form_fields(request: Request) -> tuple[dict[str, Any], UploadFile | N
     return data, upload
 
 
-async def _parse_create(request: Request, state: AppState) -> tuple[VideoCreate, bool]:
+async def _parse_create(request: Request, state: AppState) -> tuple[VideoCreate, UploadFile | None]:
     limit = state.cfg.api.max_body_bytes
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     upload = None
@@ -87,7 +88,7 @@ async def _parse_create(request: Request, state: AppState) -> tuple[VideoCreate,
     else:
         raise ApiError(415, "unsupported_media_type", f"unsupported content type '{ctype}'")
     try:
-        return VideoCreate.model_validate(data), upload is not None
+        return VideoCreate.model_validate(data), upload
     except ValidationError as exc:
         err = exc.errors()[0]
         param = ".".join(str(p) for p in err["loc"]) or None
@@ -159,6 +160,36 @@ def _new_job(state: AppState, caller_tenant: str, body: VideoCreate, idem: str |
     )
 
 
+async def _attach_image(state: AppState, new: NewJob, upload: UploadFile | None) -> None:
+    """Check the model's image rule, validate the image and keep it for the worker."""
+    rule = state.registry.get(new.model).input_image
+    if upload is None:
+        if rule == "required":
+            raise ApiError(
+                400,
+                "input_reference_required",
+                f"model '{new.model}' generates from an image: send input_reference",
+                "input_reference",
+            )
+        return
+    if rule == "none":
+        raise ApiError(
+            400,
+            "input_reference_not_supported",
+            f"model '{new.model}' generates from text only; input_reference is not accepted",
+            "input_reference",
+        )
+    api = state.cfg.api
+    image = await read_input_image(
+        upload, max_bytes=api.max_image_bytes, max_pixels=api.max_image_pixels
+    )
+    key = f"t/{new.tenant_id}/in/{image.sha256}{image.ext}"
+    await run_in_threadpool(state.store.put_bytes, key, image.data, image.content_type)
+    new.params["input_image"] = key
+    if new.request_hash:
+        new.request_hash = hash_request({"hash": new.request_hash, "image": image.sha256})
+
+
 async def _view(state: AppState, job: JobRecord) -> dict[str, Any]:
     position = await run_in_threadpool(state.jobs.queue_position, job)
     return video_object(state, job, position)
@@ -178,15 +209,9 @@ async def create_video(
     state: State,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
-    body, has_reference = await _parse_create(request, state)
+    body, reference = await _parse_create(request, state)
     new = _new_job(state, caller.tenant_id, body, idempotency_key)
-    if has_reference:
-        raise ApiError(
-            400,
-            "input_reference_not_supported",
-            f"model '{new.model}' generates from text only; input_reference is not accepted",
-            "input_reference",
-        )
+    await _attach_image(state, new, reference)
     try:
         job, created = await run_in_threadpool(state.jobs.create_job, new)
     except ReusedIdempotencyKey as exc:

@@ -56,9 +56,51 @@ def _shapes_t2v() -> Family:
     return ShapesT2V()
 
 
+def _ltx_t2v() -> Family:
+    from cinecloud.engine.families.ltx import LTXT2V
+
+    return LTXT2V()
+
+
+def _cogvideox_t2v() -> Family:
+    from cinecloud.engine.families.cogvideox import CogVideoXT2V
+
+    return CogVideoXT2V()
+
+
+def _wan_i2v() -> Family:
+    from cinecloud.engine.families.wan_i2v import WanI2V
+
+    return WanI2V()
+
+
+def _ltx_i2v() -> Family:
+    from cinecloud.engine.families.ltx import LTXI2V
+
+    return LTXI2V()
+
+
+def _svd() -> Family:
+    from cinecloud.engine.families.svd import StableVideoDiffusion
+
+    return StableVideoDiffusion()
+
+
+def _hunyuan_t2v() -> Family:
+    from cinecloud.engine.families.hunyuan import HunyuanT2V
+
+    return HunyuanT2V()
+
+
 FAMILIES: dict[str, Callable[[], Family]] = {
     "wan-t2v": _wan_t2v,
     "shapes-t2v": _shapes_t2v,
+    "ltx-t2v": _ltx_t2v,
+    "cogvideox-t2v": _cogvideox_t2v,
+    "wan-i2v": _wan_i2v,
+    "ltx-i2v": _ltx_i2v,
+    "svd": _svd,
+    "hunyuan-t2v": _hunyuan_t2v,
 }
 
 
