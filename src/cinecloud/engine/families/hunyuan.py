@@ -14,14 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import HunyuanVideoPipeline
 
-from cinecloud.engine.families.wan import TORCH_DTYPES
+from cinecloud.engine.families.base import (
+    PipelineFamily,
+    check_frames,
+    check_size,
+    to_uint8_frames,
+)
 from cinecloud.engine.registry import GenerationParams
 
 __all__ = ["HunyuanEmbeds", "HunyuanT2V"]
@@ -34,53 +37,20 @@ class HunyuanEmbeds:
     mask: torch.Tensor
 
 
-class HunyuanT2V:
+class HunyuanT2V(PipelineFamily[HunyuanVideoPipeline]):
     """The ``hunyuan-t2v`` family: HunyuanVideo text-to-video."""
 
     name = "hunyuan-t2v"
+    label = "hunyuan"
+    pipeline_class = HunyuanVideoPipeline
     max_sequence_length = 256
-
-    def __init__(self) -> None:
-        self._pipe: HunyuanVideoPipeline | None = None
-        self._device = torch.device("cpu")
-
-    # ------------------------------------------------------------ load
-
-    def load(self, source: Path, *, device: str, dtype: str) -> None:
-        if dtype not in TORCH_DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(TORCH_DTYPES)} (got {dtype!r})")
-        pipe = HunyuanVideoPipeline.from_pretrained(
-            str(source), dtype=TORCH_DTYPES[dtype], local_files_only=True
-        )
-        pipe.to(device)
-        pipe.set_progress_bar_config(disable=True)
-        self._pipe = pipe
-        self._device = torch.device(device)
-
-    @property
-    def pipe(self) -> HunyuanVideoPipeline:
-        if self._pipe is None:
-            raise RuntimeError("hunyuan pipeline is not loaded; call load() first")
-        return self._pipe
 
     def _check_shape(self, params: GenerationParams) -> None:
         """Refuse shapes the pipeline would otherwise round silently."""
         pipe = self.pipe
-        temporal = int(pipe.vae_scale_factor_temporal)
-        if params.num_frames % temporal != 1:
-            raise ValueError(
-                f"num_frames must be {temporal}k+1 for hunyuan (got {params.num_frames})"
-            )
+        check_frames(params, int(pipe.vae_scale_factor_temporal), label=self.label)
         multiple = int(pipe.vae_scale_factor_spatial) * int(pipe.transformer.config.patch_size)
-        if params.width % multiple or params.height % multiple:
-            raise ValueError(
-                f"width and height must be multiples of {multiple} for hunyuan "
-                f"(got {params.width}x{params.height})"
-            )
-
-    def _sync(self) -> None:
-        if self._device.type == "cuda":
-            torch.cuda.synchronize(self._device)
+        check_size(params, multiple, label=self.label)
 
     # ------------------------------------------------------------ stages
 
@@ -99,30 +69,13 @@ class HunyuanT2V:
         self, encoded: HunyuanEmbeds, params: GenerationParams, *, on_step: Callable[[int], None]
     ) -> torch.Tensor:
         self._check_shape(params)
-
-        def step_end(_pipe: Any, i: int, _t: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
-            on_step(i + 1)
-            return {}
-
-        generator = torch.Generator(self._device).manual_seed(params.seed)
-        with torch.inference_mode():
-            (latents,) = self.pipe(
-                prompt_embeds=encoded.prompt,
-                pooled_prompt_embeds=encoded.pooled,
-                prompt_attention_mask=encoded.mask,
-                height=params.height,
-                width=params.width,
-                num_frames=params.num_frames,
-                num_inference_steps=params.steps,
-                guidance_scale=params.guidance_scale,
-                generator=generator,
-                output_type="latent",
-                return_dict=False,
-                callback_on_step_end=step_end,
-                callback_on_step_end_tensor_inputs=[],
-                max_sequence_length=self.max_sequence_length,
-            )
-        self._sync()
+        (latents,) = self._denoise_text(
+            params,
+            on_step,
+            prompt_embeds=encoded.prompt,
+            pooled_prompt_embeds=encoded.pooled,
+            prompt_attention_mask=encoded.mask,
+        )
         return latents  # type: ignore[no-any-return]
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
@@ -133,4 +86,4 @@ class HunyuanT2V:
             video = vae.decode(latents, return_dict=False)[0]
             frames = pipe.video_processor.postprocess_video(video, output_type="np")
         self._sync()
-        return np.asarray((frames[0] * 255.0).round(), dtype=np.uint8)
+        return to_uint8_frames(frames)
