@@ -25,7 +25,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_tiny_wan import _build_tokenizer
+from make_tiny_wan import (
+    _build_tokenizer,
+    t5_config_kwargs,
+    tiny_umt5,
+    tiny_wan_transformer,
+    tiny_wan_vae,
+)
 
 __all__ = ["BUILDERS", "DEFAULT_OUT", "build", "checkpoint_size", "is_built", "main"]
 
@@ -39,21 +45,7 @@ def _t5_encoder(tokenizer: Any) -> Any:
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(SEED)
-    return T5EncoderModel(
-        T5Config(
-            vocab_size=len(tokenizer),
-            d_model=TEXT_DIM,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            relative_attention_max_distance=32,
-            dropout_rate=0.0,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    )
+    return T5EncoderModel(T5Config(**t5_config_kwargs(tokenizer, TEXT_DIM)))
 
 
 # ---------------------------------------------------------------- LTX-Video
@@ -216,59 +208,18 @@ def _clip_vision(hidden: int) -> tuple[Any, Any]:
 
 
 def _wan_i2v() -> Any:
-    import torch
-    from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
-    from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
     from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
     from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
         FlowMatchEulerDiscreteScheduler,
     )
-    from transformers import UMT5Config, UMT5EncoderModel
 
     tokenizer = _build_tokenizer(512)
-    torch.manual_seed(SEED)
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=TEXT_DIM,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            relative_attention_max_distance=32,
-            dropout_rate=0.0,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    )
+    text_encoder = tiny_umt5(tokenizer, TEXT_DIM)
     image_dim = 8
     image_encoder, image_processor = _clip_vision(image_dim)
-    torch.manual_seed(SEED)
-    vae = AutoencoderKLWan(
-        base_dim=3,
-        z_dim=16,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-    )
+    vae = tiny_wan_vae()
     # Wan 2.1 I2V: noise (16) + frame mask (4) + encoded conditioning video (16) channels.
-    torch.manual_seed(SEED)
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=36,
-        out_channels=16,
-        text_dim=TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-        image_dim=image_dim,
-    )
+    transformer = tiny_wan_transformer(TEXT_DIM, in_channels=36, image_dim=image_dim)
     return WanImageToVideoPipeline(
         tokenizer=tokenizer,
         text_encoder=text_encoder,

@@ -98,37 +98,37 @@ def _build_tokenizer(model_max_length: int) -> Any:
     )
 
 
-def _build_components() -> dict[str, Any]:
+def t5_config_kwargs(tokenizer: Any, d_model: int) -> dict[str, Any]:
+    """The tiny T5-style encoder settings shared by the tiny checkpoints."""
+    return {
+        "vocab_size": len(tokenizer),
+        "d_model": d_model,
+        "d_kv": 8,
+        "d_ff": 64,
+        "num_layers": 2,
+        "num_heads": 4,
+        "relative_attention_num_buckets": 8,
+        "relative_attention_max_distance": 32,
+        "dropout_rate": 0.0,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+
+
+def tiny_umt5(tokenizer: Any, d_model: int) -> Any:
     import torch
-    from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
-    from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
-    from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
-        FlowMatchEulerDiscreteScheduler,
-    )
     from transformers import UMT5Config, UMT5EncoderModel
 
-    tokenizer = _build_tokenizer(MAX_SEQUENCE_LENGTH)
-    text_dim = 32
+    torch.manual_seed(SEED)
+    return UMT5EncoderModel(UMT5Config(**t5_config_kwargs(tokenizer, d_model)))
+
+
+def tiny_wan_vae() -> Any:
+    import torch
+    from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
 
     torch.manual_seed(SEED)
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=text_dim,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            relative_attention_max_distance=32,
-            dropout_rate=0.0,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    )
-
-    torch.manual_seed(SEED)
-    vae = AutoencoderKLWan(
+    return AutoencoderKLWan(
         base_dim=3,
         z_dim=16,
         dim_mult=[1, 1, 1, 1],
@@ -136,12 +136,17 @@ def _build_components() -> dict[str, Any]:
         temperal_downsample=[False, True, True],
     )
 
+
+def tiny_wan_transformer(text_dim: int, *, in_channels: int = 16, **extra: Any) -> Any:
+    import torch
+    from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
+
     torch.manual_seed(SEED)
-    transformer = WanTransformer3DModel(
+    return WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=12,
-        in_channels=16,
+        in_channels=in_channels,
         out_channels=16,
         text_dim=text_dim,
         freq_dim=256,
@@ -150,15 +155,23 @@ def _build_components() -> dict[str, Any]:
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
+        **extra,
     )
 
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+
+def _build_components() -> dict[str, Any]:
+    from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
+        FlowMatchEulerDiscreteScheduler,
+    )
+
+    tokenizer = _build_tokenizer(MAX_SEQUENCE_LENGTH)
+    text_dim = 32
     return {
         "tokenizer": tokenizer,
-        "text_encoder": text_encoder,
-        "vae": vae,
-        "transformer": transformer,
-        "scheduler": scheduler,
+        "text_encoder": tiny_umt5(tokenizer, text_dim),
+        "vae": tiny_wan_vae(),
+        "transformer": tiny_wan_transformer(text_dim),
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0),
     }
 
 
