@@ -101,7 +101,7 @@ class ApiConfig:
 @dataclass(frozen=True)
 class EngineConfig:
     models_dir: Path = field(default_factory=lambda: repo_root() / "models")
-    default_model: str = "cinecloud/tiny-wan"
+    default_model: str = "cinecloud/shapes-t2v"
     device: str = "auto"
     dtype: str = "auto"
 
@@ -195,7 +195,7 @@ class _Api(BaseModel):
 
 class _Engine(BaseModel):
     models_dir: Path | None = None
-    default_model: str = "cinecloud/tiny-wan"
+    default_model: str = "cinecloud/shapes-t2v"
     device: str = "auto"
     dtype: str = "auto"
 

@@ -13,8 +13,8 @@ import psutil
 
 from cinecloud.testing.service import Service
 
-# Big enough on the tiny model that denoising lasts a few seconds on a 2-core CPU.
-SLOW = {"size": "256x256", "num_frames": 33, "steps": 60}
+# On the default model, 60 steps with guidance last about 11 s on a 2-core CPU.
+SLOW = {"steps": 60}
 FAST_LEASES = {
     "CINECLOUD_QUEUE__LEASE_TTL_S": "3",
     "CINECLOUD_QUEUE__SWEEP_INTERVAL_S": "0.5",

@@ -19,15 +19,15 @@ def test_openai_sdk_full_path(start_service: Callable[..., Service], tmp_path: P
 
     video = client.videos.create_and_poll(
         prompt="a red ball moving to the left",
-        size="64x48",  # type: ignore[arg-type]
-        extra_body={"num_frames": 9, "steps": 2, "seed": 3, "fps": 8},
+        size="64x64",  # type: ignore[arg-type]
+        extra_body={"steps": 2, "seed": 3, "fps": 8},
         poll_interval_ms=100,
         timeout=120,
     )
     assert video.status == "completed", video
-    assert video.progress == 100 and video.size == "64x48"
+    assert video.progress == 100 and video.size == "64x64"
     extra = video.model_extra or {}
-    assert extra["num_frames"] == 9 and extra["seed"] == 3
+    assert extra["num_frames"] == 16 and extra["seed"] == 3
     assert set(extra["timings"]) >= {
         "queue_wait",
         "model_load",
@@ -46,7 +46,7 @@ def test_openai_sdk_full_path(start_service: Callable[..., Service], tmp_path: P
     client.videos.download_content(video.id).write_to_file(out)
     probe = probe_video(out)
     assert (probe.codec, probe.pix_fmt) == ("h264", "yuv420p")
-    assert (probe.width, probe.height, probe.frames) == (64, 48, 9)
+    assert (probe.width, probe.height, probe.frames) == (256, 256, 16)  # 64x64, shown at 256
     boxes = mp4_box_order(out)
     assert boxes.index("moov") < boxes.index("mdat")
 

@@ -14,7 +14,7 @@ from cinecloud.api import build_state, create_app
 from cinecloud.api.state import AppState
 from tests.conftest import make_config
 
-MODEL = "cinecloud/tiny-wan"
+MODEL = "cinecloud/shapes-t2v"  # the default model
 
 
 @pytest.fixture
@@ -79,13 +79,13 @@ def finish(client: TestClient, state: AppState, run: dict[str, Any]) -> None:
 
 def test_create_retrieve_list(api: tuple[TestClient, AppState, dict[str, str]]) -> None:
     client, _, keys = api
-    resp = create(client, keys["a"], size="64x64", num_frames=9, steps=2, seed=7)
+    resp = create(client, keys["a"], size="64x64", num_frames=16, steps=2, seed=7)
     assert resp.status_code == 200, resp.text
     v = resp.json()
     assert v["object"] == "video" and v["status"] == "queued" and v["id"].startswith("video_")
     assert (v["size"], v["num_frames"], v["steps"], v["seed"], v["model"]) == (
         "64x64",
-        9,
+        16,
         2,
         7,
         MODEL,
@@ -110,10 +110,10 @@ def test_multipart_form_like_the_sdk(api: tuple[TestClient, AppState, dict[str, 
         "/v1/videos",
         data={
             "prompt": "a blue square",
-            "size": "32x32",
-            "num_frames": "5",
-            "seconds": "1",
-            "fps": "4",
+            "size": "64x64",
+            "num_frames": "16",
+            "seconds": "2",
+            "fps": "8",
             "metadata": json.dumps({"campaign": "x"}),
         },
         files={"unused": ("", b"")} if False else None,
@@ -121,7 +121,7 @@ def test_multipart_form_like_the_sdk(api: tuple[TestClient, AppState, dict[str, 
     )
     assert resp.status_code == 200, resp.text
     v = resp.json()
-    assert (v["size"], v["num_frames"], v["metadata"]) == ("32x32", 5, {"campaign": "x"})
+    assert (v["size"], v["num_frames"], v["metadata"]) == ("64x64", 16, {"campaign": "x"})
 
 
 def test_idempotency_key(api: tuple[TestClient, AppState, dict[str, str]]) -> None:
@@ -209,7 +209,7 @@ def test_unknown_ids(api: tuple[TestClient, AppState, dict[str, str]]) -> None:
 
 def test_tenant_isolation(api: tuple[TestClient, AppState, dict[str, str]]) -> None:
     client, state, keys = api
-    v = create(client, keys["b"], num_frames=5, size="32x32").json()
+    v = create(client, keys["b"], num_frames=16, size="64x64").json()
     finish(client, state, play_worker(client, state))
     assert client.get(f"/v1/videos/{v['id']}", headers=h(keys["b"])).json()["status"] == "completed"
     for path in ("", "/events", "/content"):

@@ -48,7 +48,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def spec(models_dir: Path) -> ModelSpec:
-    return default_registry(EngineConfig(models_dir=models_dir)).get(None)
+    return default_registry(EngineConfig(models_dir=models_dir)).get("cinecloud/tiny-wan")
 
 
 @pytest.fixture(scope="session")

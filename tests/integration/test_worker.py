@@ -94,6 +94,8 @@ def launch(cp: FakeControlPlane, tmp_path: Path) -> Iterator[Launch]:
             server={"home": tmp_path / "home"},
             delivery={"secret": "test"},
             queue={"lease_long_poll_s": 1.0},
+            # worker mechanics against fake runners, on the tiny Wan's limits
+            engine={"default_model": "cinecloud/tiny-wan"},
             worker={
                 "token": cp.token,
                 "runner_factory": runner_factory,

@@ -52,12 +52,12 @@ def resolve(spec: ModelSpec, **kw: Any) -> GenerationParams:
 # ---------------------------------------------------------------- the table
 
 
-def test_tiny_wan_is_registered_and_default() -> None:
+def test_shapes_is_the_default_and_tiny_wan_is_registered() -> None:
     reg = default_registry(EngineConfig(models_dir=MODELS))
     assert reg.ids[:2] == ("cinecloud/tiny-wan", "cinecloud/shapes-t2v")
-    assert reg.default_id == "cinecloud/tiny-wan"
-    spec = reg.get(None)
-    assert spec is reg.get("cinecloud/tiny-wan")
+    assert reg.default_id == "cinecloud/shapes-t2v"
+    assert reg.get(None) is reg.get("cinecloud/shapes-t2v")
+    spec = reg.get("cinecloud/tiny-wan")
     assert spec.family == "wan-t2v"
     assert spec.source == MODELS / "tiny-wan"
     assert spec.build_command.startswith("python scripts/make_tiny_wan.py")

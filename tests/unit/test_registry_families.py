@@ -63,8 +63,8 @@ def test_family_is_registered_with_its_build_command(model_id: str) -> None:
     )
 
 
-def test_the_default_model_is_unchanged() -> None:
-    assert REGISTRY.default_id == "cinecloud/tiny-wan"
+def test_the_default_model_is_our_own() -> None:
+    assert REGISTRY.default_id == "cinecloud/shapes-t2v"
     assert REGISTRY.ids[:2] == ("cinecloud/tiny-wan", "cinecloud/shapes-t2v")
 
 

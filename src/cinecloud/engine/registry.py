@@ -281,7 +281,7 @@ def _shapes_t2v(models_dir: Path) -> ModelSpec:
             height=64,
             num_frames=16,
             fps=8,
-            steps=16,
+            steps=24,
             guidance_scale=3.0,
             display_size=(256, 256),
         ),

@@ -43,7 +43,7 @@ __all__ = [
     "load_text_encoder_dir",
 ]
 
-DEFAULT_STEPS = 16
+DEFAULT_STEPS = 24
 DEFAULT_GUIDANCE_SCALE = 3.0
 MAX_SEQUENCE_LENGTH = 64  # training captions are under 32 tokens
 # In a text-encoder copy with a pruned vocabulary: the token ids kept and their embeddings.
