@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cinecloud.config import EngineConfig, repo_root
+from cinecloud.engine.catalog import REAL_MODELS, RealModel, fetch_command, real_model_source
+from cinecloud.engine.memory import MemoryProfile
 
 __all__ = [
     "FRAME_RULES",
@@ -88,6 +90,7 @@ class ModelSpec:
     build_command: str
     owned_by: str = "cinecloud"
     input_image: str = "none"  # a key of INPUT_IMAGE: whether a conditioning image is taken
+    memory: MemoryProfile | None = None  # GPU needs, for the memory plan (real checkpoints)
 
 
 @dataclass(frozen=True)
@@ -391,10 +394,42 @@ _FAMILY_TABLE: tuple[tuple[str, str, str, tuple[int, int, int, float], ModelLimi
 )
 
 
+_REAL_LIMITS: dict[str, ModelLimits] = {
+    "wan-t2v": _WAN_I2V_LIMITS,  # Wan T2V and I2V share the VAE and the patch
+    "wan-i2v": _WAN_I2V_LIMITS,
+    "ltx": _LTX_LIMITS,
+    "cogvideox": _COGVIDEOX_LIMITS,
+    "hunyuan": _HUNYUAN_LIMITS,
+    "svd": _SVD_LIMITS,
+}
+
+
+def _real_spec(model: RealModel, models_dir: Path) -> ModelSpec:
+    """A published checkpoint (:mod:`cinecloud.engine.catalog`), from disk or the HF cache."""
+    width, height, num_frames, fps, steps, guidance = model.defaults
+    return ModelSpec(
+        id=model.model_id,
+        family=model.family,
+        source=real_model_source(model, models_dir),
+        description=model.what,
+        defaults=ModelDefaults(width, height, num_frames, fps, steps, guidance, None),
+        limits=_REAL_LIMITS[model.limits],
+        build_command=fetch_command(model, models_dir),
+        owned_by=model.repo.split("/")[0],
+        input_image=model.input_image,
+        memory=model.memory,
+    )
+
+
 def builtin_specs(models_dir: Path) -> builtins.list[ModelSpec]:
-    """The models that ship with cinecloud, with their files under ``models_dir``."""
+    """The models cinecloud knows, with their files under ``models_dir``.
+
+    Ours first (the default, then the tiny test checkpoints of each family), then the
+    published checkpoints of the real families.
+    """
     families = [_tiny_spec(models_dir, *row) for row in _FAMILY_TABLE]
-    return [_tiny_wan(models_dir), _shapes_t2v(models_dir), *families]
+    real = [_real_spec(m, models_dir) for m in REAL_MODELS]
+    return [_tiny_wan(models_dir), _shapes_t2v(models_dir), *families, *real]
 
 
 def default_registry(cfg: EngineConfig) -> Registry:
