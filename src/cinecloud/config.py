@@ -18,7 +18,7 @@ import secrets
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -104,6 +104,8 @@ class EngineConfig:
     default_model: str = "cinecloud/shapes-t2v"
     device: str = "auto"
     dtype: str = "auto"
+    offload: str = "auto"  # auto | none | model | group (engine.memory)
+    vae_tiling: str = "auto"  # auto | on | off
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,8 @@ class _Engine(BaseModel):
     default_model: str = "cinecloud/shapes-t2v"
     device: str = "auto"
     dtype: str = "auto"
+    offload: Literal["auto", "none", "model", "group"] = "auto"
+    vae_tiling: Literal["auto", "on", "off"] = "auto"
 
 
 class _Worker(BaseModel):
@@ -298,6 +302,8 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             default_model=s.engine.default_model,
             device=s.engine.device,
             dtype=s.engine.dtype,
+            offload=s.engine.offload,
+            vae_tiling=s.engine.vae_tiling,
         ),
         worker=WorkerConfig(
             server_url=s.worker.server_url,

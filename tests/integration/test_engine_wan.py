@@ -172,3 +172,17 @@ def test_registry_and_fake_runner_do_not_import_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def test_memory_plan_is_applied_and_recorded(spec: ModelSpec, runner: Runner) -> None:
+    """Group offload (blocks streamed from CPU memory) and VAE tiling give the same video;
+    each run records the plan it ran under."""
+    plain = runner.run(params(), on_step=lambda s: None, should_cancel=lambda: False)
+    assert plain.memory == {"offload": "none", "vae_tiling": "off", "memory_reason": "not a GPU"}
+    lean = Runner(spec, device="cpu", offload="group", vae_tiling="on")
+    lean.load()
+    result = lean.run(params(), on_step=lambda s: None, should_cancel=lambda: False)
+    assert result.memory == {"offload": "group", "vae_tiling": "on", "memory_reason": "configured"}
+    assert np.array_equal(result.frames, plain.frames)
+    with pytest.raises(ValueError, match="offload must be one of"):
+        Runner(spec, device="cpu", offload="disk").load()

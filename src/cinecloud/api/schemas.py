@@ -64,6 +64,7 @@ class VideoObject(BaseModel):
     eta_s: float | None = None
     queue_position: int | None = None
     timings: dict[str, float] | None = None
+    engine: dict[str, str] | None = None  # device, dtype, offload, vae_tiling, memory_reason
     outputs: dict[str, str] | None = None
     usage: dict[str, float] | None = None
     seed: int

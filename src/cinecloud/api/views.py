@@ -62,6 +62,8 @@ def video_object(state: AppState, job: JobRecord, queue_position: int | None) ->
         "eta_s": job.eta_s,
         "queue_position": queue_position,
         "timings": job.timings,
+        # where and how it ran: device, dtype and the memory plan (offload, VAE tiling)
+        "engine": job.engine,
         "outputs": _outputs(state, job),
         "usage": {"gpu_seconds": job.gpu_seconds or 0.0},
         "seed": job.seed,

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from cinecloud.engine.families import Family, make_family
+from cinecloud.engine.memory import MemoryPlan, plan_memory
 from cinecloud.engine.registry import GenerationParams, ModelSpec, check_installed, validate_params
 
 __all__ = [
@@ -50,6 +51,7 @@ class RunResult:
     seed: int
     device: str  # e.g. "cpu", "cuda"
     dtype: str  # e.g. "float32", "bfloat16"
+    memory: dict[str, str] = field(default_factory=dict)  # MemoryPlan.record() of this run
 
 
 class Cancelled(Exception):
@@ -91,6 +93,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def free_gpu_gib(device: str) -> float | None:
+    """Free memory of ``device`` in GiB; ``None`` off CUDA."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return None
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    return float(free) / 2**30
+
+
 def resolve_dtype(dtype: str, device: str) -> str:
     """``"auto"`` becomes bfloat16 on CUDA and float32 elsewhere."""
     if dtype == "auto":
@@ -109,11 +121,16 @@ class Runner:
         *,
         device: str = "auto",
         dtype: str = "auto",
+        offload: str = "auto",
+        vae_tiling: str = "auto",
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.spec = spec
         self._want_device = device
         self._want_dtype = dtype
+        self._want_offload = offload
+        self._want_tiling = vae_tiling
+        self.plan: MemoryPlan | None = None
         self._clock = clock
         self._family: Family | None = None
         self.device: str | None = None
@@ -132,10 +149,29 @@ class Runner:
         start = self._clock()
         device = resolve_device(self._want_device)
         dtype = resolve_dtype(self._want_dtype, device)
+        plan = self._plan(
+            device,
+            self.spec.defaults.width,
+            self.spec.defaults.height,
+            self.spec.defaults.num_frames,
+            self._want_offload,
+        )
         family = make_family(self.spec.family)
-        family.load(self.spec.source, device=device, dtype=dtype)
-        self._family, self.device, self.dtype = family, device, dtype
+        family.load(self.spec.source, device=device, dtype=dtype, offload=plan.offload)
+        self._family, self.device, self.dtype, self.plan = family, device, dtype, plan
         return self._clock() - start
+
+    def _plan(self, device: str, width: int, height: int, frames: int, offload: str) -> MemoryPlan:
+        return plan_memory(
+            self.spec.memory,
+            device=device,
+            free_gib=free_gpu_gib(device),
+            width=width,
+            height=height,
+            num_frames=frames,
+            offload=offload,
+            vae_tiling=self._want_tiling,
+        )
 
     def run(
         self,
@@ -148,6 +184,12 @@ class Runner:
         if family is None or self.device is None or self.dtype is None:
             raise RuntimeError(f"runner for {self.spec.id} is not loaded; call load() first")
         validate_params(self.spec, params)
+        assert self.plan is not None
+        # Offload is fixed at load; tiling follows this video's size.
+        plan = self._plan(
+            self.device, params.width, params.height, params.num_frames, self.plan.offload
+        )
+        family.set_vae_tiling(plan.vae_tiling)
         clock, total = self._clock, params.steps
         timings: dict[str, float] = {}
         if should_cancel():
@@ -185,4 +227,5 @@ class Runner:
             seed=params.seed,
             device=self.device,
             dtype=self.dtype,
+            memory={**plan.record(), "memory_reason": self.plan.reason},
         )

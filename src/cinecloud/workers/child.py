@@ -90,7 +90,13 @@ def resolve_runner_factory(ref: str) -> RunnerFactory:
 def _engine_runner(spec: ModelSpec, cfg: Config) -> RunnerProtocol:
     from cinecloud.engine.runner import Runner
 
-    return Runner(spec, device=cfg.engine.device, dtype=cfg.engine.dtype)
+    return Runner(
+        spec,
+        device=cfg.engine.device,
+        dtype=cfg.engine.dtype,
+        offload=cfg.engine.offload,
+        vae_tiling=cfg.engine.vae_tiling,
+    )
 
 
 # ---------------------------------------------------------------- the engine side
@@ -261,6 +267,7 @@ class _Child:
             device=str(result.device),
             dtype=str(result.dtype),
             engine_s=engine_s,
+            memory=dict(getattr(result, "memory", {})),
         )
 
 

@@ -127,6 +127,7 @@ class Done:
     device: str
     dtype: str
     engine_s: float
+    memory: dict[str, str] = field(default_factory=dict)  # the memory plan it ran under
 
 
 @dataclass(frozen=True)

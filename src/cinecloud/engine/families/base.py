@@ -102,7 +102,8 @@ class PipelineFamily(Generic[PipeT]):
 
     # ------------------------------------------------------------ load
 
-    def load(self, source: Path, *, device: str, dtype: str) -> None:
+    def load(self, source: Path, *, device: str, dtype: str, offload: str = "none") -> None:
+        """Load from ``source``; ``offload`` is a memory plan's mode (engine.memory)."""
         if dtype not in TORCH_DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(TORCH_DTYPES)} (got {dtype!r})")
         pipe = self.pipeline_class.from_pretrained(
@@ -111,7 +112,19 @@ class PipelineFamily(Generic[PipeT]):
             dtype=TORCH_DTYPES[dtype],
             local_files_only=True,
         )
-        pipe.to(device)
+        if offload == "none":
+            pipe.to(device)
+        elif offload == "model":  # whole components move in turn
+            pipe.enable_model_cpu_offload(device=device)
+        elif offload == "group":  # the transformer streams its blocks; others by leaf
+            pipe.enable_group_offload(
+                onload_device=torch.device(device),
+                offload_type="block_level",
+                num_blocks_per_group=1,
+                use_stream=device.startswith("cuda"),
+            )
+        else:
+            raise ValueError(f"offload must be none, model or group (got {offload!r})")
         self._on_device(pipe, device)
         pipe.set_progress_bar_config(disable=True)
         self._pipe = pipe
@@ -123,6 +136,13 @@ class PipelineFamily(Generic[PipeT]):
 
     def _on_device(self, pipe: PipeT, device: str) -> None:
         """Anything more to move to ``device`` once the pipeline is there; none by default."""
+
+    def set_vae_tiling(self, on: bool) -> None:
+        """Decode in tiles (or not) from the next run on, where the VAE can."""
+        vae = getattr(self.pipe, "vae", None)
+        method = getattr(vae, "enable_tiling" if on else "disable_tiling", None)
+        if method is not None:
+            method()
 
     @property
     def pipe(self) -> PipeT:
