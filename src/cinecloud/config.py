@@ -106,6 +106,8 @@ class EngineConfig:
     dtype: str = "auto"
     offload: str = "auto"  # auto | none | model | group (engine.memory)
     vae_tiling: str = "auto"  # auto | on | off
+    attention: str = "auto"  # auto (measured on CUDA) or a diffusers attention backend
+    compile: str = "auto"  # auto (regional on CUDA) | off | regional
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,10 @@ class _Engine(BaseModel):
     dtype: str = "auto"
     offload: Literal["auto", "none", "model", "group"] = "auto"
     vae_tiling: Literal["auto", "on", "off"] = "auto"
+    attention: Literal[
+        "auto", "native", "_native_cudnn", "_native_flash", "_native_efficient", "flash"
+    ] = "auto"
+    compile: Literal["auto", "off", "regional"] = "auto"
 
 
 class _Worker(BaseModel):
@@ -304,6 +310,8 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             dtype=s.engine.dtype,
             offload=s.engine.offload,
             vae_tiling=s.engine.vae_tiling,
+            attention=s.engine.attention,
+            compile=s.engine.compile,
         ),
         worker=WorkerConfig(
             server_url=s.worker.server_url,

@@ -10,9 +10,11 @@ Importing this module does not import torch; :meth:`Runner.load` does.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -20,6 +22,13 @@ import numpy as np
 from cinecloud.engine.families import Family, make_family
 from cinecloud.engine.memory import MemoryPlan, plan_memory
 from cinecloud.engine.registry import GenerationParams, ModelSpec, check_installed, validate_params
+from cinecloud.engine.speed import (
+    ATTENTION_MODES,
+    COMPILE_MODES,
+    CUDA_ATTENTION_CANDIDATES,
+    choose_attention,
+    compile_regions,
+)
 
 __all__ = [
     "DTYPES",
@@ -51,7 +60,8 @@ class RunResult:
     seed: int
     device: str  # e.g. "cpu", "cuda"
     dtype: str  # e.g. "float32", "bfloat16"
-    memory: dict[str, str] = field(default_factory=dict)  # MemoryPlan.record() of this run
+    # how it ran: the memory plan (offload, VAE tiling) and the speed settings
+    engine: dict[str, str] = field(default_factory=dict)
 
 
 class Cancelled(Exception):
@@ -123,6 +133,8 @@ class Runner:
         dtype: str = "auto",
         offload: str = "auto",
         vae_tiling: str = "auto",
+        attention: str = "auto",
+        compile: str = "auto",
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.spec = spec
@@ -131,6 +143,15 @@ class Runner:
         self._want_offload = offload
         self._want_tiling = vae_tiling
         self.plan: MemoryPlan | None = None
+        if compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)} (got {compile!r})")
+        if attention not in ATTENTION_MODES:
+            raise ValueError(
+                f"attention must be one of {', '.join(ATTENTION_MODES)} (got {attention!r})"
+            )
+        self._want_attention = attention
+        self._want_compile = compile
+        self.tuning: dict[str, str] = {}
         self._clock = clock
         self._family: Family | None = None
         self.device: str | None = None
@@ -159,7 +180,56 @@ class Runner:
         family = make_family(self.spec.family)
         family.load(self.spec.source, device=device, dtype=dtype, offload=plan.offload)
         self._family, self.device, self.dtype, self.plan = family, device, dtype, plan
+        self.tuning = self._tune(family, device)
         return self._clock() - start
+
+    def _tune(self, family: Family, device: str) -> dict[str, str]:
+        """Attention backend by measurement, then regional compile, then one warm-up run."""
+        cuda = device.startswith("cuda")
+        with tempfile.TemporaryDirectory(prefix="cinecloud-warmup-") as tmp:
+            probe_params = self._probe_params(Path(tmp))
+
+            def probe() -> None:
+                family.denoise(family.encode(probe_params), probe_params, on_step=lambda k: None)
+
+            model = family.denoiser()
+            candidates: tuple[str, ...]
+            if self._want_attention == "auto":
+                candidates = CUDA_ATTENTION_CANDIDATES if cuda else ()
+            else:
+                candidates = (self._want_attention,)
+            attention, _timings = choose_attention(model, candidates, probe, clock=self._clock)
+            mode = self._want_compile
+            if mode == "auto":
+                mode = "regional" if cuda else "off"
+            if mode == "regional" and model is not None:
+                compile_regions(model)
+            started = self._clock()
+            probe()
+            warmup = self._clock() - started
+        return {"attention": attention, "compile": mode, "warmup_s": f"{warmup:.2f}"}
+
+    def _probe_params(self, tmp: Path) -> GenerationParams:
+        """The model's default video at its fewest steps (with a grey image if it needs one)."""
+        d, lim = self.spec.defaults, self.spec.limits
+        image_path = None
+        if self.spec.input_image == "required":
+            from PIL import Image
+
+            image_path = str(tmp / "warmup.png")
+            Image.new("RGB", (d.width, d.height), (128, 128, 128)).save(image_path)
+        return GenerationParams(
+            prompt="warm-up",
+            negative_prompt="",
+            width=d.width,
+            height=d.height,
+            num_frames=d.num_frames,
+            fps=d.fps,
+            steps=max(1, lim.min_steps),
+            guidance_scale=d.guidance_scale,
+            seed=0,
+            image_path=image_path,
+        )
 
     def _plan(self, device: str, width: int, height: int, frames: int, offload: str) -> MemoryPlan:
         return plan_memory(
@@ -227,5 +297,5 @@ class Runner:
             seed=params.seed,
             device=self.device,
             dtype=self.dtype,
-            memory={**plan.record(), "memory_reason": self.plan.reason},
+            engine={**plan.record(), "memory_reason": self.plan.reason, **self.tuning},
         )

@@ -89,13 +89,17 @@ def resolve_runner_factory(ref: str) -> RunnerFactory:
 
 def _engine_runner(spec: ModelSpec, cfg: Config) -> RunnerProtocol:
     from cinecloud.engine.runner import Runner
+    from cinecloud.engine.speed import set_compile_cache
 
+    set_compile_cache(cfg.server.home.resolve())  # compiled blocks survive worker restarts
     return Runner(
         spec,
         device=cfg.engine.device,
         dtype=cfg.engine.dtype,
         offload=cfg.engine.offload,
         vae_tiling=cfg.engine.vae_tiling,
+        attention=cfg.engine.attention,
+        compile=cfg.engine.compile,
     )
 
 
@@ -267,7 +271,7 @@ class _Child:
             device=str(result.device),
             dtype=str(result.dtype),
             engine_s=engine_s,
-            memory=dict(getattr(result, "memory", {})),
+            engine=dict(getattr(result, "engine", {})),
         )
 
 

@@ -127,7 +127,7 @@ class Done:
     device: str
     dtype: str
     engine_s: float
-    memory: dict[str, str] = field(default_factory=dict)  # the memory plan it ran under
+    engine: dict[str, str] = field(default_factory=dict)  # memory plan and speed settings
 
 
 @dataclass(frozen=True)

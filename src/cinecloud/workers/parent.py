@@ -474,7 +474,7 @@ class Worker:
                 timings={"model_load": model_load, **done.timings, "upload": upload_s},
                 gpu_seconds=done.engine_s,
                 seed=done.seed,
-                engine={"device": done.device, "dtype": done.dtype, **done.memory},
+                engine={"device": done.device, "dtype": done.dtype, **done.engine},
             )
             log.info("job %s completed", job.job_id)
         except LeaseLost:

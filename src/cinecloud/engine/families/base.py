@@ -137,6 +137,10 @@ class PipelineFamily(Generic[PipeT]):
     def _on_device(self, pipe: PipeT, device: str) -> None:
         """Anything more to move to ``device`` once the pipeline is there; none by default."""
 
+    def denoiser(self) -> Any:
+        """The pipeline's denoising network (its transformer, or SVD's UNet)."""
+        return getattr(self.pipe, "transformer", None) or getattr(self.pipe, "unet", None)
+
     def set_vae_tiling(self, on: bool) -> None:
         """Decode in tiles (or not) from the next run on, where the VAE can."""
         vae = getattr(self.pipe, "vae", None)

@@ -1,0 +1,116 @@
+"""Speed settings applied once a model is loaded: attention backend, regional compile, warm-up.
+
+- **Attention backend**, by measurement: each candidate that this machine can run is
+  timed on one denoising step of the model's default video, and the fastest is kept
+  (diffusers' attention dispatcher: cuDNN, flash and efficient SDPA kernels, plain
+  SDPA). Off CUDA only the native backend is used.
+- **Regional compile**: ``torch.compile`` on each repeated transformer block rather
+  than the whole model, so compile time is that of one block. The compiled code is
+  cached on disk (``TORCHINDUCTOR_CACHE_DIR``, set by the worker under its home), so a
+  restarted worker reuses it.
+- **Warm-up**: one short run before the first job, so the first user does not pay
+  for compilation or kernel selection.
+
+The choices are returned as strings for the job's ``engine`` record.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ATTENTION_MODES",
+    "COMPILE_MODES",
+    "CUDA_ATTENTION_CANDIDATES",
+    "choose_attention",
+    "compile_regions",
+    "set_compile_cache",
+]
+
+COMPILE_MODES = ("auto", "off", "regional")
+ATTENTION_MODES = ("auto", "native", "_native_cudnn", "_native_flash", "_native_efficient", "flash")
+# Tried in this order; one that fails its first run (not built, no kernel for the
+# shape or dtype) is skipped.
+CUDA_ATTENTION_CANDIDATES = ("_native_cudnn", "_native_flash", "flash", "native")
+
+
+def set_compile_cache(home: Path) -> Path:
+    """Point torch's compile caches at ``home`` (before torch compiles anything).
+
+    Assigned, not defaulted: torch itself exports its per-user temporary directory in
+    this variable once it has compiled, and a process started from such a one would
+    otherwise inherit a cache that does not survive a reboot.
+    """
+    cache = home / "cache" / "inductor"
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+
+
+def _repeated_blocks(model: Any) -> list[Any]:
+    """The model's repeated blocks: those its class names, else the longest ModuleList's."""
+    import torch
+
+    names = set(getattr(model, "_repeated_blocks", None) or ())
+    if names:
+        return [m for m in model.modules() if type(m).__name__ in names]
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 1]
+    if not lists:
+        return []
+    longest = max(lists, key=len)
+    kinds = {type(m) for m in longest}
+    return list(longest) if len(kinds) == 1 else []
+
+
+def compile_regions(model: Any) -> int:
+    """``torch.compile`` each repeated block of ``model`` in place; the number compiled.
+
+    Blocks of one class share their compiled code, so compiling costs about one block.
+    """
+    blocks = _repeated_blocks(model)
+    for block in blocks:
+        block.compile(fullgraph=False, dynamic=False)
+    return len(blocks)
+
+
+def choose_attention(
+    model: Any,
+    candidates: tuple[str, ...],
+    probe: Callable[[], None],
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+    repeats: int = 2,
+) -> tuple[str, dict[str, float]]:
+    """Time ``probe`` under each candidate backend; keep the fastest that runs.
+
+    Returns the choice and each candidate's best time in seconds (failed ones absent).
+    A model without diffusers' attention dispatch runs ``native`` only.
+    """
+    setter = getattr(model, "set_attention_backend", None)
+    if setter is None or not candidates:
+        return "native", {}
+    timings: dict[str, float] = {}
+    for name in candidates:
+        try:
+            setter(name)
+            probe()  # first run: kernel selection, compile
+            best = float("inf")
+            for _ in range(repeats):
+                started = clock()
+                probe()
+                best = min(best, clock() - started)
+            timings[name] = best
+        except Exception:  # a backend this machine cannot run is skipped
+            continue
+    if not timings:
+        setter("native")
+        return "native", {}
+    chosen = min(timings, key=lambda k: timings[k])
+    setter(chosen)
+    return chosen, timings
