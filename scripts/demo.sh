@@ -26,5 +26,5 @@ for _ in $(seq 1 120); do
 done
 curl -fs "$URL/readyz" >/dev/null || { echo "server did not start; see $HOME_DIR/server.log" >&2; exit 1; }
 
-cinecloud generate "${1:-a red ball bouncing on a blue background}" --server "$URL" -o out.mp4
+cinecloud generate "${1:-a red circle bouncing on a clear sky background}" --server "$URL" -o out.mp4
 echo "video written to out.mp4; server still running at $URL (stop: scripts/stop.sh)" >&2
