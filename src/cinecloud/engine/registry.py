@@ -14,12 +14,11 @@ import math
 import re
 import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from cinecloud.config import EngineConfig, repo_root
 from cinecloud.engine.catalog import REAL_MODELS, RealModel, fetch_command, real_model_source
-from cinecloud.engine.memory import MemoryProfile
+from cinecloud.engine.specs import GenerationParams, ModelDefaults, ModelLimits, ModelSpec
 
 __all__ = [
     "FRAME_RULES",
@@ -45,66 +44,6 @@ MAX_SEED = 2**63 - 1  # seeds must fit a signed 64-bit column
 INSTALLED_MARKER = "model_index.json"  # every family loads a diffusers pipeline directory
 _SIZE_RE = re.compile(r"([0-9]+)x([0-9]+)")
 _SECONDS_RE = re.compile(r"[0-9]+")
-
-
-# ---------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class ModelLimits:
-    size_multiple: int
-    min_side: int
-    max_width: int
-    max_height: int
-    frame_rule: str  # a key of FRAME_RULES: "4k+1", "8k+1" or "any"
-    min_frames: int
-    max_frames: int
-    max_pixel_frames: int  # width * height * num_frames
-    max_steps: int
-    min_fps: int
-    max_fps: int
-    max_guidance: float
-    min_steps: int = 1
-
-
-@dataclass(frozen=True)
-class ModelDefaults:
-    width: int
-    height: int
-    num_frames: int
-    fps: int
-    steps: int
-    guidance_scale: float
-    # The size render shows the video at (it may upscale to it); None keeps the generated size.
-    display_size: tuple[int, int] | None
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    id: str
-    family: str
-    source: Path
-    description: str
-    defaults: ModelDefaults
-    limits: ModelLimits
-    build_command: str
-    owned_by: str = "cinecloud"
-    input_image: str = "none"  # a key of INPUT_IMAGE: whether a conditioning image is taken
-    memory: MemoryProfile | None = None  # GPU needs, for the memory plan (real checkpoints)
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    prompt: str
-    negative_prompt: str
-    width: int
-    height: int
-    num_frames: int
-    fps: int
-    steps: int
-    guidance_scale: float
-    seed: int
-    image_path: str | None = None  # local file of the conditioning image (image-to-video)
 
 
 # ---------------------------------------------------------------- errors

@@ -1,0 +1,70 @@
+"""The records that describe a model and a request: limits, defaults, spec, parameters.
+
+Torch-free; :mod:`cinecloud.engine.registry` re-exports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cinecloud.engine.memory import MemoryProfile
+
+__all__ = ["GenerationParams", "ModelDefaults", "ModelLimits", "ModelSpec"]
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    size_multiple: int
+    min_side: int
+    max_width: int
+    max_height: int
+    frame_rule: str  # a key of FRAME_RULES: "4k+1", "8k+1" or "any"
+    min_frames: int
+    max_frames: int
+    max_pixel_frames: int  # width * height * num_frames
+    max_steps: int
+    min_fps: int
+    max_fps: int
+    max_guidance: float
+    min_steps: int = 1
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    width: int
+    height: int
+    num_frames: int
+    fps: int
+    steps: int
+    guidance_scale: float
+    # The size render shows the video at (it may upscale to it); None keeps the generated size.
+    display_size: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    family: str
+    source: Path
+    description: str
+    defaults: ModelDefaults
+    limits: ModelLimits
+    build_command: str
+    owned_by: str = "cinecloud"
+    input_image: str = "none"  # a key of INPUT_IMAGE: whether a conditioning image is taken
+    memory: MemoryProfile | None = None  # GPU needs, for the memory plan (real checkpoints)
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    num_frames: int
+    fps: int
+    steps: int
+    guidance_scale: float
+    seed: int
+    image_path: str | None = None  # local file of the conditioning image (image-to-video)
