@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cinecloud.engine.memory import MemoryProfile
+from cinecloud.engine.specs import INSTALLED_MARKER
 
 __all__ = ["REAL_MODELS", "RealModel", "hf_cache_snapshot", "real_model_source"]
-
-INSTALLED_MARKER = "model_index.json"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,13 @@ from pathlib import Path
 
 from cinecloud.config import EngineConfig, repo_root
 from cinecloud.engine.catalog import REAL_MODELS, RealModel, fetch_command, real_model_source
-from cinecloud.engine.specs import GenerationParams, ModelDefaults, ModelLimits, ModelSpec
+from cinecloud.engine.specs import (
+    INSTALLED_MARKER,
+    GenerationParams,
+    ModelDefaults,
+    ModelLimits,
+    ModelSpec,
+)
 
 __all__ = [
     "FRAME_RULES",
@@ -41,7 +47,6 @@ __all__ = [
 ]
 
 MAX_SEED = 2**63 - 1  # seeds must fit a signed 64-bit column
-INSTALLED_MARKER = "model_index.json"  # every family loads a diffusers pipeline directory
 _SIZE_RE = re.compile(r"([0-9]+)x([0-9]+)")
 _SECONDS_RE = re.compile(r"[0-9]+")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -256,9 +256,10 @@ class Runner:
         validate_params(self.spec, params)
         assert self.plan is not None
         # Offload is fixed at load; tiling follows this video's size.
-        plan = self._plan(
+        tiling = self._plan(
             self.device, params.width, params.height, params.num_frames, self.plan.offload
-        )
+        ).vae_tiling
+        plan = replace(self.plan, vae_tiling=tiling)
         family.set_vae_tiling(plan.vae_tiling)
         clock, total = self._clock, params.steps
         timings: dict[str, float] = {}
@@ -297,5 +298,5 @@ class Runner:
             seed=params.seed,
             device=self.device,
             dtype=self.dtype,
-            engine={**plan.record(), "memory_reason": self.plan.reason, **self.tuning},
+            engine={**plan.record(), **self.tuning},
         )

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from cinecloud.engine.memory import MemoryProfile
 
-__all__ = ["GenerationParams", "ModelDefaults", "ModelLimits", "ModelSpec"]
+__all__ = ["INSTALLED_MARKER", "GenerationParams", "ModelDefaults", "ModelLimits", "ModelSpec"]
+
+INSTALLED_MARKER = "model_index.json"  # every family loads a diffusers pipeline directory
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from diffusers.pipelines.wan.pipeline_wan import WanPipeline
 from cinecloud.engine.families.base import (
     TORCH_DTYPES,
     PipelineFamily,
+    PipeT,
     check_frames,
     check_size,
     to_uint8_frames,
@@ -57,7 +58,23 @@ class WanEmbeds:
     negative: torch.Tensor | None  # None when guidance is off (guidance_scale <= 1)
 
 
-class WanT2V(PipelineFamily[WanPipeline]):
+class WanFamily(PipelineFamily[PipeT]):
+    """What every Wan pipeline shares: the float32 VAE and the shape rules."""
+
+    def _components(self, source: Path) -> dict[str, Any]:
+        return load_wan_vae(source)
+
+    def _check_shape(self, params: GenerationParams) -> None:
+        """Refuse shapes the pipeline would otherwise round silently."""
+        pipe: Any = self.pipe
+        check_frames(params, int(pipe.vae_scale_factor_temporal), label=self.label)
+        # Wan 2.2 may hold only the second (low-noise) transformer
+        model = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
+        multiple = int(pipe.vae_scale_factor_spatial) * int(model.config.patch_size[1])
+        check_size(params, multiple, label=self.label)
+
+
+class WanT2V(WanFamily[WanPipeline]):
     """The ``wan-t2v`` family: Wan 2.1-style text-to-video.
 
     The pipeline loads from a local directory; the VAE stays float32, as Wan's does.
@@ -67,16 +84,6 @@ class WanT2V(PipelineFamily[WanPipeline]):
     label = "wan"
     pipeline_class = WanPipeline
     max_sequence_length = 226
-
-    def _components(self, source: Path) -> dict[str, Any]:
-        return load_wan_vae(source)
-
-    def _check_shape(self, params: GenerationParams) -> None:
-        """Refuse shapes the pipeline would otherwise round silently."""
-        pipe = self.pipe
-        check_frames(params, int(pipe.vae_scale_factor_temporal), label=self.label)
-        multiple = int(pipe.vae_scale_factor_spatial) * int(pipe.transformer.config.patch_size[1])
-        check_size(params, multiple, label=self.label)
 
     # ------------------------------------------------------------ stages
 

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from diffusers.pipelines.wan.pipeline_wan import WanPipeline
 from diffusers.pipelines.wan.pipeline_wan_i2v import WanImageToVideoPipeline
 
-from cinecloud.engine.families.base import PipelineFamily, check_frames, check_size, require_image
-from cinecloud.engine.families.wan import decode_wan_latents, load_wan_vae
+from cinecloud.engine.families.base import require_image
+from cinecloud.engine.families.wan import WanFamily, decode_wan_latents
 from cinecloud.engine.registry import GenerationParams
 
 if TYPE_CHECKING:
@@ -40,7 +39,7 @@ class WanI2VEmbeds:
     negative: torch.Tensor | None  # None when guidance is off (guidance_scale <= 1)
 
 
-class WanI2V(PipelineFamily[WanImageToVideoPipeline]):
+class WanI2V(WanFamily[WanImageToVideoPipeline]):
     """The ``wan-i2v`` family: Wan image-to-video; the image is required.
 
     The pipeline loads from a local directory; the VAE stays float32, as Wan's does.
@@ -50,17 +49,6 @@ class WanI2V(PipelineFamily[WanImageToVideoPipeline]):
     label = "wan-i2v"
     pipeline_class = WanImageToVideoPipeline
     max_sequence_length = 512
-
-    def _components(self, source: Path) -> dict[str, Any]:
-        return load_wan_vae(source)
-
-    def _check_shape(self, params: GenerationParams) -> None:
-        """Refuse shapes the pipeline would otherwise round silently."""
-        pipe = self.pipe
-        check_frames(params, int(pipe.vae_scale_factor_temporal), label=self.label)
-        model = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
-        multiple = int(pipe.vae_scale_factor_spatial) * int(model.config.patch_size[1])
-        check_size(params, multiple, label=self.label)
 
     def _encode_text(self, text: str) -> torch.Tensor:
         embeds = WanPipeline._get_t5_prompt_embeds(
