@@ -11,7 +11,8 @@ seconds from the parent's launch (``time.time()`` just before the process is sta
 - ``started``: the child's first line ran (interpreter start);
 - ``imported``: torch, diffusers and cinecloud's engine imported;
 - ``built``: the model built on the device;
-- ``attention``: the attention backend chosen by measurement (``choose_attention``);
+- ``attention``: the attention backend set: measured (``choose_attention``) on a cold
+  start, the stored choice (``AttentionChoices`` under the home) on a warm one;
 - ``tuned``: regional compile (``compile_regions``) and one warm-up run done;
 - ``first_step``: the first denoising step of a job done (device synchronised).
 
@@ -21,9 +22,10 @@ Models (``--model``):
   ``benchmarks/gpu_engine.py``'s ``CASES`` with random weights (built on the device, not
   read from disk), bf16 on CUDA. There is no installed Wan pipeline to point the runner
   at, so the child does what ``Runner._tune`` does, with the same functions: the attention
-  choice and the warm-up probe are one denoising step at the real shape (480x832, 81
-  frames: two forwards at batch 1, conditional and unconditional, as ``WanPipeline``
-  runs guidance), then regional compile, then the warm-up; the first step is one more.
+  choice (remembered across runs in the home, as the runner remembers it) and the
+  warm-up probe are one denoising step at the real shape (480x832, 81 frames: two
+  forwards at batch 1, conditional and unconditional, as ``WanPipeline`` runs
+  guidance), then regional compile, then the warm-up; the first step is one more.
 - ``shapes``: our shipped ``cinecloud/shapes-t2v`` through the real
   ``cinecloud.engine.runner.Runner`` (the registry's spec, ``models/shapes-t2v``):
   ``built`` is when ``Runner._tune`` is entered (the family loaded), ``tuned`` when
@@ -86,6 +88,8 @@ def child_wan(args: argparse.Namespace, mark: Mark) -> dict[str, Any]:
 
     from cinecloud.engine.speed import (
         CUDA_ATTENTION_CANDIDATES,
+        AttentionChoices,
+        attention_key,
         choose_attention,
         compile_regions,
     )
@@ -117,7 +121,19 @@ def child_wan(args: argparse.Namespace, mark: Mark) -> dict[str, Any]:
         sync()
 
     candidates = CUDA_ATTENTION_CANDIDATES if cuda else ()
-    attention, attention_s = choose_attention(model, candidates, lambda: step(999.0))
+    # As the runner does: a choice measured by an earlier process is set, not re-measured.
+    choices = AttentionChoices(args.home / "cache" / "attention.json")
+    key = attention_key(spec.what, args.device, tuple(wan_latent_shape(spec)))
+    remembered = choices.get(key)
+    attention_s: dict[str, float] = {}
+    if remembered in candidates:
+        model.set_attention_backend(remembered)
+        attention, source = str(remembered), "remembered"
+    else:
+        attention, attention_s = choose_attention(model, candidates, lambda: step(999.0))
+        source = "measured" if attention_s else "fixed"
+        if attention_s:
+            choices.put(key, attention, attention_s)
     mark("attention")
     blocks = 0 if args.no_compile else compile_regions(model)
     step(999.0)  # the warm-up
@@ -127,6 +143,7 @@ def child_wan(args: argparse.Namespace, mark: Mark) -> dict[str, Any]:
     return {
         "what": spec.what,
         "attention": attention,
+        "attention_source": source,
         "attention_s": attention_s,
         "compiled_blocks": blocks,
         "dtype": str(dtype),

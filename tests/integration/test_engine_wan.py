@@ -183,6 +183,7 @@ def test_memory_plan_is_applied_and_recorded(spec: ModelSpec, runner: Runner) ->
         "vae_tiling": "off",
         "memory_reason": "not a GPU",
         "attention": "native",
+        "attention_source": "fixed",
         "compile": "off",
         "warmup_s": plain.engine["warmup_s"],
     }
@@ -194,6 +195,44 @@ def test_memory_plan_is_applied_and_recorded(spec: ModelSpec, runner: Runner) ->
     assert np.array_equal(result.frames, plain.frames)
     with pytest.raises(ValueError, match="offload must be one of"):
         Runner(spec, device="cpu", offload="disk").load()
+
+
+def test_a_measured_attention_choice_is_remembered_across_loads(
+    spec: ModelSpec, runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first load measures and stores its choice; the next sets it without measuring;
+    a remembered backend that no longer runs is forgotten and measured again."""
+    import json
+
+    from cinecloud.engine import runner as runner_module
+
+    # Two CPU kernels to choose between, and one (cuDNN) that cannot run on a CPU.
+    monkeypatch.setattr(
+        runner_module, "CPU_ATTENTION_CANDIDATES", ("_native_cudnn", "_native_math", "native")
+    )
+    store = tmp_path / "cache" / "attention.json"
+    loads = []
+    for _ in range(2):
+        r = Runner(spec, device="cpu", cache_dir=tmp_path / "cache")
+        r.load()
+        loads.append(r.run(params(), on_step=lambda s: None, should_cancel=lambda: False))
+    first, second = (result.engine for result in loads)
+    assert first["attention_source"] == "measured"
+    assert second["attention_source"] == "remembered"
+    assert first["attention"] == second["attention"] in ("_native_math", "native")
+    ((key, entry),) = json.loads(store.read_text()).items()
+    assert key.startswith("cinecloud/tiny-wan|") and entry["choice"] == first["attention"]
+    assert set(entry["timings_s"]) == {"_native_math", "native"}  # cuDNN failed, skipped
+    reference = runner.run(params(), on_step=lambda s: None, should_cancel=lambda: False)
+    for result in loads:  # the backends differ only in kernels; the video is the same
+        diff = np.abs(result.frames.astype(np.int16) - reference.frames.astype(np.int16))
+        assert diff.max() <= 2, diff.max()
+
+    store.write_text(json.dumps({key: {"choice": "_native_cudnn", "timings_s": {}}}))
+    r = Runner(spec, device="cpu", cache_dir=tmp_path / "cache")
+    r.load()
+    assert r.tuning["attention_source"] == "measured"
+    assert json.loads(store.read_text())[key]["choice"] in ("_native_math", "native")
 
 
 _COMPILED_RUN = """

@@ -26,6 +26,8 @@ from cinecloud.engine.speed import (
     ATTENTION_MODES,
     COMPILE_MODES,
     CUDA_ATTENTION_CANDIDATES,
+    AttentionChoices,
+    attention_key,
     choose_attention,
     compile_regions,
 )
@@ -122,6 +124,10 @@ def resolve_dtype(dtype: str, device: str) -> str:
     return dtype
 
 
+# Off CUDA there is nothing worth measuring: plain SDPA is the one fast CPU kernel.
+CPU_ATTENTION_CANDIDATES: tuple[str, ...] = ()
+
+
 class Runner:
     """Runs one model. Build it, :meth:`load` once, then :meth:`run` many times."""
 
@@ -135,9 +141,13 @@ class Runner:
         vae_tiling: str = "auto",
         attention: str = "auto",
         compile: str = "auto",
+        cache_dir: Path | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        """``cache_dir`` keeps measured attention choices (``attention.json``) across
+        restarts; ``None`` measures on every load."""
         self.spec = spec
+        self._choices = AttentionChoices(cache_dir / "attention.json") if cache_dir else None
         self._want_device = device
         self._want_dtype = dtype
         self._want_offload = offload
@@ -184,7 +194,8 @@ class Runner:
         return self._clock() - start
 
     def _tune(self, family: Family, device: str) -> dict[str, str]:
-        """Attention backend by measurement, then regional compile, then one warm-up run."""
+        """Attention backend (remembered, else by measurement), then regional compile,
+        then one warm-up run."""
         cuda = device.startswith("cuda")
         with tempfile.TemporaryDirectory(prefix="cinecloud-warmup-") as tmp:
             probe_params = self._probe_params(Path(tmp))
@@ -195,19 +206,60 @@ class Runner:
             model = family.denoiser()
             candidates: tuple[str, ...]
             if self._want_attention == "auto":
-                candidates = CUDA_ATTENTION_CANDIDATES if cuda else ()
+                candidates = CUDA_ATTENTION_CANDIDATES if cuda else CPU_ATTENTION_CANDIDATES
             else:
                 candidates = (self._want_attention,)
-            attention, _timings = choose_attention(model, candidates, probe, clock=self._clock)
+            shape = (probe_params.width, probe_params.height, probe_params.num_frames)
+            key = attention_key(self.spec.id, device, shape)
+            attention, source = self._attention(model, candidates, probe, key)
             mode = self._want_compile
             if mode == "auto":
                 mode = "regional" if cuda else "off"
             if mode == "regional" and model is not None:
                 compile_regions(model)
             started = self._clock()
-            probe()
+            try:
+                probe()
+            except Exception:
+                if source != "remembered":
+                    raise
+                # A remembered backend that no longer runs here: measure afresh.
+                self._forget(key)
+                attention, source = self._attention(model, candidates, probe, key)
+                started = self._clock()
+                probe()
             warmup = self._clock() - started
-        return {"attention": attention, "compile": mode, "warmup_s": f"{warmup:.2f}"}
+        return {
+            "attention": attention,
+            "attention_source": source,
+            "compile": mode,
+            "warmup_s": f"{warmup:.2f}",
+        }
+
+    def _attention(
+        self, model: object, candidates: tuple[str, ...], probe: Callable[[], None], key: str
+    ) -> tuple[str, str]:
+        """The backend to use and where the choice came from: ``remembered`` (set from
+        the store, no measurement), ``measured`` (then stored) or ``fixed`` (one candidate
+        or none)."""
+        setter = getattr(model, "set_attention_backend", None)
+        if len(candidates) > 1 and setter is not None and self._choices is not None:
+            remembered = self._choices.get(key)
+            if remembered in candidates:
+                setter(remembered)
+                return str(remembered), "remembered"
+        if len(candidates) == 1 and setter is not None:
+            setter(candidates[0])  # nothing to compare: the warm-up run checks it works
+            return candidates[0], "fixed"
+        attention, timings = choose_attention(model, candidates, probe, clock=self._clock)
+        if timings and self._choices is not None:
+            self._choices.put(key, attention, timings)
+            return attention, "measured"
+        return attention, "measured" if timings else "fixed"
+
+    def _forget(self, key: str) -> None:
+        if self._choices is not None:
+            self._choices.forget(key)
 
     def _probe_params(self, tmp: Path) -> GenerationParams:
         """The model's default video at its fewest steps (with a grey image if it needs one)."""

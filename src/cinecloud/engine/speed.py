@@ -3,7 +3,9 @@
 - **Attention backend**, by measurement: each candidate that this machine can run is
   timed on one denoising step of the model's default video, and the fastest is kept
   (diffusers' attention dispatcher: cuDNN, flash and efficient SDPA kernels, plain
-  SDPA). Off CUDA only the native backend is used.
+  SDPA). Off CUDA only the native backend is used. The choice is remembered on disk
+  (:class:`AttentionChoices`, ``<home>/cache/attention.json``) per model, video shape,
+  card and library versions, so a restarted worker sets it without measuring again.
 - **Regional compile**: ``torch.compile`` on each repeated transformer block rather
   than the whole model, so compile time is that of one block. The compiled code is
   cached on disk (``TORCHINDUCTOR_CACHE_DIR``, set by the worker under its home), so a
@@ -16,6 +18,7 @@ The choices are returned as strings for the job's ``engine`` record.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -26,6 +29,8 @@ __all__ = [
     "ATTENTION_MODES",
     "COMPILE_MODES",
     "CUDA_ATTENTION_CANDIDATES",
+    "AttentionChoices",
+    "attention_key",
     "choose_attention",
     "compile_regions",
     "set_compile_cache",
@@ -114,3 +119,50 @@ def choose_attention(
     chosen = min(timings, key=lambda k: timings[k])
     setter(chosen)
     return chosen, timings
+
+
+def attention_key(model: str, device: str, shape: tuple[int, ...]) -> str:
+    """What an attention measurement depends on: the model, the video shape, the card and
+    the versions of torch and diffusers (a new kernel library may change the winner)."""
+    import diffusers
+    import torch
+
+    card = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else device
+    dims = "x".join(str(n) for n in shape)
+    return f"{model}|{dims}|{card}|torch {torch.__version__}|diffusers {diffusers.__version__}"
+
+
+class AttentionChoices:
+    """Measured attention choices kept in one JSON file, so a restart need not measure.
+
+    A missing or unreadable file is an empty store; writes replace the file atomically.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def get(self, key: str) -> str | None:
+        entry = self._read().get(key)
+        choice = entry.get("choice") if isinstance(entry, dict) else None
+        return choice if isinstance(choice, str) else None
+
+    def put(self, key: str, choice: str, timings: dict[str, float]) -> None:
+        data = self._read()
+        data[key] = {"choice": choice, "timings_s": timings, "measured": time.time()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.replace(self.path)
+
+    def forget(self, key: str) -> None:
+        data = self._read()
+        if data.pop(key, None) is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -91,7 +91,8 @@ def _engine_runner(spec: ModelSpec, cfg: Config) -> RunnerProtocol:
     from cinecloud.engine.runner import Runner
     from cinecloud.engine.speed import set_compile_cache
 
-    set_compile_cache(cfg.server.home.resolve())  # compiled blocks survive worker restarts
+    home = cfg.server.home.resolve()
+    set_compile_cache(home)  # compiled blocks survive worker restarts
     return Runner(
         spec,
         device=cfg.engine.device,
@@ -100,6 +101,7 @@ def _engine_runner(spec: ModelSpec, cfg: Config) -> RunnerProtocol:
         vae_tiling=cfg.engine.vae_tiling,
         attention=cfg.engine.attention,
         compile=cfg.engine.compile,
+        cache_dir=home / "cache",  # measured attention choices survive them too
     )
 
 
