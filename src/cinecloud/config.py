@@ -117,6 +117,9 @@ class WorkerConfig:
     name: str = ""
     models: tuple[str, ...] = ()
     cancel_grace_s: float = 3.0
+    # Lease the next job once the engine is done with one, so the GPU denoises it while
+    # the previous job renders and uploads; False runs one job at a time.
+    overlap: bool = True
     work_dir: Path = Path(".cinecloud/work")
     # "module:callable" building the runner in the worker's child; empty = the real engine.
     runner_factory: str = ""
@@ -216,6 +219,7 @@ class _Worker(BaseModel):
     name: str = ""
     models: list[str] = []
     cancel_grace_s: float = Field(3.0, gt=0)
+    overlap: bool = True
     work_dir: Path | None = None
     runner_factory: str = ""
 
@@ -319,6 +323,7 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             name=s.worker.name,
             models=tuple(s.worker.models),
             cancel_grace_s=s.worker.cancel_grace_s,
+            overlap=s.worker.overlap,
             work_dir=s.worker.work_dir or home / "work",
             runner_factory=s.worker.runner_factory,
         ),

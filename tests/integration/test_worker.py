@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -89,7 +90,9 @@ Launch = Callable[..., tuple[LocalLauncher, Config]]
 def launch(cp: FakeControlPlane, tmp_path: Path) -> Iterator[Launch]:
     launchers: list[LocalLauncher] = []
 
-    def start(runner_factory: str, cancel_grace_s: float = 3.0) -> tuple[LocalLauncher, Config]:
+    def start(
+        runner_factory: str, cancel_grace_s: float = 3.0, overlap: bool = True
+    ) -> tuple[LocalLauncher, Config]:
         cfg = load_config(
             server={"home": tmp_path / "home"},
             delivery={"secret": "test"},
@@ -100,6 +103,7 @@ def launch(cp: FakeControlPlane, tmp_path: Path) -> Iterator[Launch]:
                 "token": cp.token,
                 "runner_factory": runner_factory,
                 "cancel_grace_s": cancel_grace_s,
+                "overlap": overlap,
                 "work_dir": tmp_path / "work",
             },
         )
@@ -226,6 +230,31 @@ def test_job_completes_with_artifacts_and_progress(
     assert stages_seen.index("render") < stages_seen.index("upload")
     assert not (cfg.worker.work_dir / first).exists()
     assert next(iter(cp.workers.values()))["models"] == ["cinecloud/tiny-wan"]
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_next_job_is_leased_while_the_last_one_renders(
+    launch: Launch, cp: FakeControlPlane, overlap: bool
+) -> None:
+    """With overlap the engine takes job n+1 as soon as job n's engine work is done, before
+    job n is rendered, uploaded and completed; without it, one job at a time."""
+    launch(FAST, overlap=overlap)
+    jobs = [cp.submit({**PARAMS, "seed": seed}) for seed in range(4)]
+    assert cp.wait_for(lambda: all(cp.job(j).status == "completed" for j in jobs), timeout=60)
+    order = sorted((cp.job(j) for j in jobs), key=lambda job: job.leased_at or 0.0)
+    ahead = [
+        (nxt.leased_at or 0.0) < (prev.completed_at or 0.0)
+        for prev, nxt in itertools.pairwise(order)
+    ]
+    assert all(ahead) if overlap else not any(ahead), ahead
+    for job in order:  # every job is whole, with its own seed
+        assert job.attempt == 1 and job.result is not None
+        assert {a["name"] for a in job.result["artifacts"]} == {
+            "video.mp4",
+            "poster.jpg",
+            "thumbnail.jpg",
+        }
+    assert sorted(cp.job(j).result["seed"] for j in jobs) == [0, 1, 2, 3]  # type: ignore[index]
 
 
 def test_cancel_mid_run_stops_the_child_within_grace(launch: Launch, cp: FakeControlPlane) -> None:

@@ -44,6 +44,8 @@ class FakeJob:
     events: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] | None = None
+    leased_at: float | None = None  # the clock at the last lease
+    completed_at: float | None = None
 
 
 class _ApiError(Exception):
@@ -228,6 +230,7 @@ class FakeControlPlane:
             for art in body.get("artifacts", []):
                 self._verify(art)
             job.status, job.result = "completed", dict(body)
+            job.completed_at = self._clock()
             self._cond.notify_all()
         return {"status": "completed"}
 
@@ -268,6 +271,7 @@ class FakeControlPlane:
         job.status = "in_progress"
         job.lease_id = f"lse_{next(self._ids):04d}"
         job.lease_expires = self._clock() + self.lease_ttl_s
+        job.leased_at = self._clock()
         return {
             "job_id": job.job_id,
             "lease_id": job.lease_id,

@@ -1,10 +1,13 @@
 """The worker's engine child: a spawned process that owns the model and the GPU(s).
 
 It loads the worker's models, says :class:`Ready`, then runs one :class:`RunJob`
-at a time and answers :class:`Done` or :class:`Failed`, sending :class:`Progress`
-on every engine step. Between steps it looks for :class:`Cancel` (or
-:class:`Shutdown`) on its pipe and stops the run. It also stops when the parent
-process is gone, so a killed worker never leaves a child holding a GPU.
+at a time on the engine, sending :class:`Progress` on every engine step. When the
+engine is done it sends the ``render`` progress and hands the frames to its render
+thread, which answers :class:`Done` (or :class:`Failed`); the engine meanwhile takes
+the next :class:`RunJob`, so rendering one job overlaps denoising the next. Between
+steps it looks for :class:`Cancel` (or :class:`Shutdown`) on its pipe and stops the
+run. It also stops when the parent process is gone, so a killed worker never leaves a
+child holding a GPU.
 
 Everything on the pipe is a plain dict from :mod:`cinecloud.workers.messages`.
 """
@@ -18,8 +21,10 @@ import multiprocessing
 import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -166,9 +171,13 @@ class _Child:
         self._current: str | None = None
         self._cancel = False
         self.shutdown = False
+        self._send_lock = threading.Lock()
+        # One render at a time, in job order: Done messages leave in the order jobs ran.
+        self._renders = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cinecloud-render")
 
     def send(self, msg: Message) -> None:
-        self._conn.send(to_dict(msg))
+        with self._send_lock:  # the engine and the render thread both report
+            self._conn.send(to_dict(msg))
 
     def load(self) -> Ready:
         self._models, load_s = _load_models(self._cfg, self._clock)
@@ -213,7 +222,9 @@ class _Child:
 
     # ---------------------------------------------------------- one job
 
-    def run_job(self, job: RunJob) -> Done | Failed:
+    def run_job(self, job: RunJob) -> Done | Failed | None:
+        """Run ``job`` on the engine; its render goes on the render thread, which reports
+        (None here). A job that ends before rendering returns its Failed."""
         self._current, self._cancel = job.job_id, False
         try:
             return self._run(job)
@@ -241,9 +252,7 @@ class _Child:
             return _failed(job, FailureCode.INVALID_PARAMS, str(exc))
         return loaded, params
 
-    def _run(self, job: RunJob) -> Done | Failed:
-        from cinecloud.render import render_outputs
-
+    def _run(self, job: RunJob) -> Done | Failed | None:
         prepared = self._prepare(job)
         if isinstance(prepared, Failed):
             return prepared
@@ -259,22 +268,42 @@ class _Child:
         engine_s = self._clock() - started
         if self.should_cancel():
             return _failed(job, FailureCode.CANCELED, "canceled")
+        # The engine is free: "render" tells the parent it may send the next job, which
+        # runs on the engine while this one renders on the render thread.
         self.send(Progress(job.job_id, "render", 0, 1, 0.0))
-        started = self._clock()
-        display_size = loaded.spec.defaults.display_size
-        rendered = render_outputs(result.frames, out_dir, result.fps, display_size=display_size)
-        timings = {k: float(result.timings.get(k, 0.0)) for k in _ENGINE_STAGES}
-        timings["render"] = self._clock() - started
-        return Done(
-            job_id=job.job_id,
-            files=tuple(OutputFile(f.name, str(f.path), f.content_type) for f in rendered),
-            timings=timings,
-            seed=int(result.seed),
-            device=str(result.device),
-            dtype=str(result.dtype),
-            engine_s=engine_s,
-            engine=dict(getattr(result, "engine", {})),
-        )
+        self._renders.submit(self._render, job, loaded, result, engine_s, out_dir)
+        return None
+
+    def _render(
+        self, job: RunJob, loaded: _Loaded, result: Any, engine_s: float, out_dir: Path
+    ) -> None:
+        """On the render thread: encode the outputs, then send Done (or Failed)."""
+        from cinecloud.render import render_outputs
+
+        try:
+            started = self._clock()
+            display_size = loaded.spec.defaults.display_size
+            rendered = render_outputs(result.frames, out_dir, result.fps, display_size=display_size)
+            timings = {k: float(result.timings.get(k, 0.0)) for k in _ENGINE_STAGES}
+            timings["render"] = self._clock() - started
+            done: Done | Failed = Done(
+                job_id=job.job_id,
+                files=tuple(OutputFile(f.name, str(f.path), f.content_type) for f in rendered),
+                timings=timings,
+                seed=int(result.seed),
+                device=str(result.device),
+                dtype=str(result.dtype),
+                engine_s=engine_s,
+                engine=dict(getattr(result, "engine", {})),
+            )
+        except Exception as exc:
+            log.exception("job %s failed to render", job.job_id)
+            done = _failed(job, *_classify(exc))
+        self.send(done)
+
+    def drain(self) -> None:
+        """Wait for the renders in hand to finish and report."""
+        self._renders.shutdown(wait=True)
 
 
 def _failed(job: RunJob, code: str, message: str, retryable: bool = False) -> Failed:
@@ -315,5 +344,8 @@ def child_main(cfg: Config, conn: Connection, log_level: int = logging.INFO) -> 
         if isinstance(msg, Shutdown):
             break
         if isinstance(msg, RunJob):
-            child.send(child.run_job(msg))
+            ended = child.run_job(msg)
+            if ended is not None:
+                child.send(ended)
         # Cancel while idle is stale (its job already ended); anything else is ignored.
+    child.drain()

@@ -4,8 +4,14 @@ One thread (the caller of :func:`run_worker`) leases jobs, hands each to the
 spawned child, forwards its progress, uploads its files and reports the result.
 It is also the watchdog: when a job must stop it sends :class:`Cancel`, and a
 child that has not acknowledged within ``cancel_grace_s`` is killed and replaced.
-A second thread heartbeats the held lease (quickly while a job runs, so a cancel
-reaches the child fast) and raises the job's cancel flag when told to.
+A second thread heartbeats the held leases (quickly while a job runs, so a cancel
+reaches the child fast) and raises a job's cancel flag when told to.
+
+Overlap (``worker.overlap``, on by default): when the child reports a job's last
+denoising step (only the decode is left on the engine), the parent leases the next job
+and sends it; the child starts it the moment the engine is free, so the GPU denoises
+job n+1 while job n renders in the child and uploads here. At most two
+jobs are held: the one being finished and the next, already on the engine.
 
 ``gpu_seconds`` reported on completion is the wall time of the engine run
 (text encode, denoise and decode; not model load, render or upload). It is
@@ -194,12 +200,21 @@ class ChildProcess:
 # ---------------------------------------------------------------- the worker
 
 
+def _engine_nearly_done(msg: Progress) -> bool:
+    """The job's last denoising step is done (only decode is left on the engine) or it
+    renders: time to lease the next job, so it waits in the child's pipe when the engine
+    frees up rather than after a lease round trip."""
+    last_step = msg.stage == "denoise" and msg.total_steps > 0 and msg.step >= msg.total_steps
+    return last_step or msg.stage == "render"
+
+
 @dataclass
 class _ActiveJob:
     job: RunJob
     dir: Path
     cancel: threading.Event = field(default_factory=threading.Event)
     reason: str = ""
+    sent: bool = False  # already handed to the child (a job leased ahead)
 
     def request_cancel(self, reason: str) -> None:
         if not self.cancel.is_set():
@@ -236,6 +251,8 @@ class Worker:
         self._worker_id: str | None = None
         self._hb_interval_s = cfg.queue.heartbeat_interval_s
         self._active: _ActiveJob | None = None
+        self._next: _ActiveJob | None = None  # leased ahead, already on the engine
+        self._early: dict[str, Done | Failed] = {}  # the next job's result, come early
         self._hb_wake = threading.Event()
         self._hb_done = threading.Event()
 
@@ -330,6 +347,12 @@ class Worker:
                     log.info("stopping: job %s goes back to the queue on lease expiry", job.job_id)
                     continue
                 self._run_job(job)
+            while self._next is not None and not self._stop.is_set():
+                ahead, self._next = self._next, None
+                self._run_active(ahead)
+        if self._next is not None:
+            left = self._next.job.job_id
+            log.info("stopping: job %s goes back to the queue on lease expiry", left)
         return 0
 
     def _ensure_child(self) -> bool:
@@ -341,11 +364,17 @@ class Worker:
         return self._spawn_child()
 
     def _run_job(self, job: RunJob) -> None:
+        active = self._prepare(job)
+        if active is not None:
+            self._run_active(active)
+
+    def _prepare(self, job: RunJob) -> _ActiveJob | None:
+        """The job with its inputs fetched into its directory, or None (failure reported)."""
         try:
             path = job_dir(self._cfg.worker.work_dir, job.job_id)
         except ValueError as exc:
             self._report_failure(job, Failed(job.job_id, FailureCode.INVALID_JOB, str(exc)))
-            return
+            return None
         try:
             job = self._fetch_inputs(job, path)
         except (ControlPlaneError, OSError) as exc:
@@ -353,8 +382,11 @@ class Worker:
             self._report_failure(
                 job, Failed(job.job_id, FailureCode.INPUT_UNAVAILABLE, str(exc), retryable=True)
             )
-            return
-        active = _ActiveJob(job, path)
+            return None
+        return _ActiveJob(job, path)
+
+    def _run_active(self, active: _ActiveJob) -> None:
+        job = active.job
         self._set_active(active)
         model_load, self._pending_load_s = self._pending_load_s, 0.0
         log.info("job %s (attempt %d) started", job.job_id, job.attempt)
@@ -369,9 +401,42 @@ class Worker:
                 log.info("job %s stopped: %s", job.job_id, active.reason or "canceled")
         finally:
             self._set_active(None)
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(active.dir, ignore_errors=True)
         if replace_child and self._child is not None:
             self._child.kill()  # the next turn of the loop starts a fresh one
+            self._drop_next("the engine process was replaced")
+
+    def _lease_ahead(self) -> None:
+        """Lease and send the next job while the current one renders (``worker.overlap``)."""
+        if not self._cfg.worker.overlap or self._next is not None or self._stop.is_set():
+            return
+        assert self._worker_id is not None and self._ready is not None and self._child
+        try:
+            jobs = self._client.lease(self._worker_id, self._ready.models, wait_s=0.0)
+        except (Unreachable, ControlPlaneError) as exc:
+            log.warning("lease ahead failed: %s", exc)
+            return
+        for job in jobs:  # one asked for; more would be a server error, run them in turn
+            active = self._prepare(job)
+            if active is None:
+                continue
+            if self._next is not None:
+                self._run_active(active)  # pragma: no cover - the server gives one
+                continue
+            self._child.send(active.job)
+            active.sent = True
+            self._next = active
+            self._hb_wake.set()
+
+    def _drop_next(self, why: str) -> None:
+        """The job leased ahead died with the engine: it goes back to the queue."""
+        ahead, self._next = self._next, None
+        if ahead is None:
+            return
+        self._early.pop(ahead.job.job_id, None)
+        shutil.rmtree(ahead.dir, ignore_errors=True)
+        crash = Failed(ahead.job.job_id, FailureCode.WORKER_CRASHED, why, retryable=True)
+        self._report_failure(ahead.job, crash)
 
     def _fetch_inputs(self, job: RunJob, path: Path) -> RunJob:
         """Download the job's input files; the child gets their local paths in its params."""
@@ -394,7 +459,15 @@ class Worker:
         """Run the job in the child. Returns (result or None if stopped, replace the child)."""
         assert self._child is not None
         child, job_id = self._child, active.job.job_id
-        child.send(active.job)
+        if not active.sent:
+            child.send(active.job)
+            active.sent = True
+        early = self._early.pop(job_id, None)
+        if early is not None:  # it ended while the job before it was finishing
+            stopped = active.cancel.is_set() or (
+                isinstance(early, Failed) and early.code == FailureCode.CANCELED
+            )
+            return (None if stopped else early), False
         throttle = EventThrottle()
         deadline: float | None = None
         while True:
@@ -414,14 +487,22 @@ class Worker:
                 log.error("job %s: %s", job_id, exc)
                 crash = Failed(job_id, FailureCode.WORKER_CRASHED, str(exc), retryable=True)
                 return crash, True
-            if isinstance(msg, Progress) and deadline is None:
+            if isinstance(msg, Progress) and deadline is None and msg.job_id == job_id:
                 if throttle.should_send(msg.stage, msg.step, msg.total_steps, self._clock()):
                     self._send_event(active, msg.stage, msg.step, msg.total_steps, msg.elapsed_s)
+                if _engine_nearly_done(msg):
+                    self._lease_ahead()
             elif isinstance(msg, Done | Failed) and msg.job_id == job_id:
                 stopped = active.cancel.is_set() or (
                     isinstance(msg, Failed) and msg.code == FailureCode.CANCELED
                 )
                 return (None if stopped else msg), False
+            elif isinstance(msg, Done | Failed) and self._is_next(msg.job_id):
+                self._early[msg.job_id] = msg
+            # The next job's progress before it is the active one is not forwarded.
+
+    def _is_next(self, job_id: str) -> bool:
+        return self._next is not None and self._next.job.job_id == job_id
 
     def _send_event(
         self, active: _ActiveJob, stage: str, step: int, total: int, elapsed_s: float
@@ -504,19 +585,20 @@ class Worker:
         try:
             while not self._hb_done.is_set():
                 self._hb_wake.clear()
-                self._heartbeat_once(client, self._active)
-                busy = self._active is not None
+                held = [a for a in (self._active, self._next) if a is not None]
+                self._heartbeat_once(client, held)
+                busy = bool(held)
                 self._hb_wake.wait(BUSY_POLL_S if busy else self._hb_interval_s)
         finally:
             client.close()
 
-    def _heartbeat_once(self, client: ControlPlaneClient, active: _ActiveJob | None) -> None:
+    def _heartbeat_once(self, client: ControlPlaneClient, jobs: list[_ActiveJob]) -> None:
         assert self._worker_id is not None
-        held = [active.held] if active is not None else []
+        held = [active.held for active in jobs]
         try:
             reply = client.heartbeat(self._worker_id, held, "busy" if held else "idle")
         except LeaseLost:
-            if active is not None:
+            for active in jobs:  # which lease went is not said: stop every job held
                 active.request_cancel("lease lost")
         except ControlPlaneError as exc:
             log.warning("heartbeat refused: %s", exc)
@@ -525,8 +607,9 @@ class Worker:
         except Unreachable as exc:
             log.warning("heartbeat failed: %s", exc)
         else:
-            if active is not None and active.job.job_id in reply.cancel:
-                active.request_cancel("canceled by the control plane")
+            for active in jobs:
+                if active.job.job_id in reply.cancel:
+                    active.request_cancel("canceled by the control plane")
 
     def _reregister(self, client: ControlPlaneClient) -> None:
         name, capabilities = self._identity()
