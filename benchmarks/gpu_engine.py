@@ -348,6 +348,8 @@ def build_pipeline(case: Case, device: str, dtype: Any) -> Any:
     """diffusers' pipeline for ``case`` with random weights and no text encoder."""
     import torch
 
+    from cinecloud.engine.catalog import LTX_SCHEDULER, WAN_SCHEDULER
+
     vae_dtype = torch.float32 if case.vae_float32 else dtype
     with torch.device(device):
         if case.family == "wan":
@@ -360,10 +362,7 @@ def build_pipeline(case: Case, device: str, dtype: Any) -> Any:
 
             transformer = WanTransformer3DModel(**case.config)
             vae = AutoencoderKLWan(**case.vae)
-            # as Wan2.1-T2V-1.3B-Diffusers: UniPC on flow sigmas, shift 3.0 at 480p
-            scheduler = UniPCMultistepScheduler(
-                prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
-            )
+            scheduler = UniPCMultistepScheduler(**WAN_SCHEDULER)
             pipe_class: Any = WanPipeline
         elif case.family == "ltx":
             from diffusers import (
@@ -375,15 +374,7 @@ def build_pipeline(case: Case, device: str, dtype: Any) -> Any:
 
             transformer = LTXVideoTransformer3DModel(**case.config)
             vae = AutoencoderKLLTXVideo(**case.vae)
-            # as Lightricks/LTX-Video: resolution-dependent shift, stretched to 0.1
-            scheduler = FlowMatchEulerDiscreteScheduler(
-                use_dynamic_shifting=True,
-                base_shift=0.95,
-                max_shift=2.05,
-                base_image_seq_len=1024,
-                max_image_seq_len=4096,
-                shift_terminal=0.1,
-            )
+            scheduler = FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER)
             pipe_class = LTXPipeline
         elif case.family == "cogvideox":
             from diffusers import (

@@ -481,10 +481,9 @@ class WanWorkload:
         import torch
         from diffusers import UniPCMultistepScheduler, WanPipeline
 
-        # as Wan2.1-T2V-1.3B-Diffusers: UniPC on flow sigmas, shift 3.0 at 480p
-        scheduler = UniPCMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
-        )
+        from cinecloud.engine.catalog import WAN_SCHEDULER
+
+        scheduler = UniPCMultistepScheduler(**WAN_SCHEDULER)
         pipe = WanPipeline(
             tokenizer=None,
             text_encoder=None,

@@ -157,7 +157,7 @@ def child_shapes(args: argparse.Namespace, mark: Mark) -> dict[str, Any]:
 
     import cinecloud.engine.families.shapes  # noqa: F401  (the family's imports, counted here)
     from cinecloud.engine.families import Family
-    from cinecloud.engine.registry import GenerationParams, builtin_specs
+    from cinecloud.engine.registry import builtin_specs
     from cinecloud.engine.runner import Cancelled, Runner, StepInfo
 
     mark("imported")
@@ -180,18 +180,7 @@ def child_shapes(args: argparse.Namespace, mark: Mark) -> dict[str, Any]:
     )
     runner.load()
     mark("tuned")
-    d = spec.defaults
-    params = GenerationParams(
-        prompt=SHAPES_PROMPT,
-        negative_prompt="",
-        width=d.width,
-        height=d.height,
-        num_frames=d.num_frames,
-        fps=d.fps,
-        steps=d.steps,
-        guidance_scale=d.guidance_scale,
-        seed=0,
-    )
+    params = spec.default_params(SHAPES_PROMPT)
     done = False
 
     def on_step(info: StepInfo) -> None:
@@ -209,7 +198,7 @@ def child_shapes(args: argparse.Namespace, mark: Mark) -> dict[str, Any]:
         "what": f"{spec.id} ({spec.source}) through Runner",
         "tuning": runner.tuning,
         "dtype": runner.dtype,
-        "steps": d.steps,
+        "steps": params.steps,
     }
 
 

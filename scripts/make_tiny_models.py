@@ -33,6 +33,8 @@ from make_tiny_wan import (
     tiny_wan_vae,
 )
 
+from cinecloud.engine.catalog import LTX_SCHEDULER
+
 __all__ = ["BUILDERS", "DEFAULT_OUT", "build", "checkpoint_size", "is_built", "main"]
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "models"
@@ -98,15 +100,7 @@ def _ltx_components() -> dict[str, Any]:
         "text_encoder": text_encoder,
         "vae": _ltx_vae(),
         "transformer": transformer,
-        # LTX-Video's scheduler settings: resolution-dependent shift.
-        "scheduler": FlowMatchEulerDiscreteScheduler(
-            use_dynamic_shifting=True,
-            base_shift=0.95,
-            max_shift=2.05,
-            base_image_seq_len=1024,
-            max_image_seq_len=4096,
-            shift_terminal=0.1,
-        ),
+        "scheduler": FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER),
     }
 
 

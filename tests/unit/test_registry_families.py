@@ -37,19 +37,7 @@ FAMILIES = {
 
 
 def params(spec: ModelSpec, **kw: Any) -> GenerationParams:
-    d = spec.defaults
-    base = GenerationParams(
-        prompt="a red fox in the snow",
-        negative_prompt="",
-        width=d.width,
-        height=d.height,
-        num_frames=d.num_frames,
-        fps=d.fps,
-        steps=d.steps,
-        guidance_scale=d.guidance_scale,
-        seed=1,
-    )
-    return replace(base, **kw)
+    return spec.default_params("a red fox in the snow", seed=1, **kw)
 
 
 @pytest.mark.parametrize("model_id", FAMILIES)

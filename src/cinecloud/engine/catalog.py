@@ -15,11 +15,19 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cinecloud.engine.memory import MemoryProfile
 from cinecloud.engine.specs import INSTALLED_MARKER
 
-__all__ = ["REAL_MODELS", "RealModel", "hf_cache_snapshot", "real_model_source"]
+__all__ = [
+    "LTX_SCHEDULER",
+    "REAL_MODELS",
+    "WAN_SCHEDULER",
+    "RealModel",
+    "hf_cache_snapshot",
+    "real_model_source",
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,22 @@ class RealModel:
 # Weights: parameter counts from the model cards at 2 bytes a weight. Activations per
 # million pixel-frames: estimates from each architecture (attention and MLP working set
 # with guidance batched; the VAE decoder's widest feature maps), not yet measured.
+# The published checkpoints' scheduler settings, for builds of their architectures with
+# other weights (tiny test checkpoints, full-size random-weight benchmarks).
+WAN_SCHEDULER: dict[str, Any] = {  # Wan2.1-T2V-1.3B-Diffusers: UniPC on flow sigmas, 480p
+    "prediction_type": "flow_prediction",
+    "use_flow_sigmas": True,
+    "flow_shift": 3.0,
+}
+LTX_SCHEDULER: dict[str, Any] = {  # LTX-Video: resolution-dependent shift, stretched to 0.1
+    "use_dynamic_shifting": True,
+    "base_shift": 0.95,
+    "max_shift": 2.05,
+    "base_image_seq_len": 1024,
+    "max_image_seq_len": 4096,
+    "shift_terminal": 0.1,
+}
+
 REAL_MODELS: tuple[RealModel, ...] = (
     RealModel(
         "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",

@@ -270,17 +270,8 @@ class Runner:
 
             image_path = str(tmp / "warmup.png")
             Image.new("RGB", (d.width, d.height), (128, 128, 128)).save(image_path)
-        return GenerationParams(
-            prompt="warm-up",
-            negative_prompt="",
-            width=d.width,
-            height=d.height,
-            num_frames=d.num_frames,
-            fps=d.fps,
-            steps=max(1, lim.min_steps),
-            guidance_scale=d.guidance_scale,
-            seed=0,
-            image_path=image_path,
+        return self.spec.default_params(
+            "warm-up", steps=max(1, lim.min_steps), image_path=image_path
         )
 
     def _plan(self, device: str, width: int, height: int, frames: int, offload: str) -> MemoryPlan:

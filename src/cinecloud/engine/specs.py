@@ -5,8 +5,9 @@ Torch-free; :mod:`cinecloud.engine.registry` re-exports them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from cinecloud.engine.memory import MemoryProfile
 
@@ -56,6 +57,22 @@ class ModelSpec:
     owned_by: str = "cinecloud"
     input_image: str = "none"  # a key of INPUT_IMAGE: whether a conditioning image is taken
     memory: MemoryProfile | None = None  # GPU needs, for the memory plan (real checkpoints)
+
+    def default_params(self, prompt: str, seed: int = 0, **changes: Any) -> GenerationParams:
+        """Parameters for ``prompt`` at this model's defaults, with ``changes`` applied."""
+        d = self.defaults
+        params = GenerationParams(
+            prompt=prompt,
+            negative_prompt="",
+            width=d.width,
+            height=d.height,
+            num_frames=d.num_frames,
+            fps=d.fps,
+            steps=d.steps,
+            guidance_scale=d.guidance_scale,
+            seed=seed,
+        )
+        return replace(params, **changes)
 
 
 @dataclass(frozen=True)
