@@ -416,17 +416,18 @@ class Worker:
         except (Unreachable, ControlPlaneError) as exc:
             log.warning("lease ahead failed: %s", exc)
             return
-        for job in jobs:  # one asked for; more would be a server error, run them in turn
-            active = self._prepare(job)
-            if active is None:
-                continue
-            if self._next is not None:
-                self._run_active(active)  # pragma: no cover - the server gives one
-                continue
-            self._child.send(active.job)
-            active.sent = True
-            self._next = active
-            self._hb_wake.set()
+        if not jobs:
+            return
+        job, *extra = jobs  # one is asked for
+        for other in extra:
+            log.warning("job %s leased beyond the one asked for; it expires", other.job_id)
+        active = self._prepare(job)
+        if active is None:
+            return
+        self._child.send(active.job)
+        active.sent = True
+        self._next = active
+        self._hb_wake.set()
 
     def _drop_next(self, why: str) -> None:
         """The job leased ahead died with the engine: it goes back to the queue."""
