@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -54,6 +55,15 @@ def encode_and_read(frames: np.ndarray) -> ClipReading:
     with tempfile.TemporaryDirectory(prefix="eval-shapes-") as tmp:
         path = encode_mp4(frames, Path(tmp) / "clip.mp4", FPS, display_size=DISPLAY)
         return read_mp4(path)
+
+
+def reader_pool(workers: int) -> ProcessPoolExecutor | None:
+    """``workers`` reader processes, or None to read inline. Spawned, not forked: the
+    caller has torch's threads running, and a forked child can inherit a held lock."""
+    if workers <= 1:
+        return None
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
 
 
 def read_all(clips: Clips, pool: ProcessPoolExecutor | None) -> list[ClipReading]:
@@ -178,7 +188,7 @@ def run_splits(
     from cinecloud.engine.shapes.dataset import eval_prompts
 
     results = {}
-    pool = ProcessPoolExecutor(args.workers, initializer=_init_worker) if args.workers > 1 else None
+    pool = reader_pool(args.workers)
     for split in args.splits:
         pairs = eval_prompts(split, args.n, args.seed)
         prompts, combos = [p for p, _ in pairs], [c for _, c in pairs]

@@ -91,7 +91,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -552,11 +551,7 @@ class ShapesWorkload:
         from cinecloud.engine.shapes.dataset import eval_prompts
 
         self.device, self.cuda = device, device.startswith("cuda")
-        self.pool = (
-            ProcessPoolExecutor(workers, initializer=eval_shapes._init_worker)
-            if workers > 1
-            else None
-        )
+        self.pool = eval_shapes.reader_pool(workers)
         base = eval_shapes.load_pipeline(model_dir, device)
         self.dtype = getattr(torch, dtype_name)
         self.pristine = base.transformer.to(dtype=self.dtype).eval().requires_grad_(False)
@@ -975,7 +970,7 @@ def run(args: argparse.Namespace) -> int:
                 steps,
                 args.seed,
                 args.batch_size,
-                2 if args.tiny else args.workers,
+                1 if args.tiny else args.workers,
             )
         try:
             records = measure(workload, options, args.device, args.warmup_steps, log)
