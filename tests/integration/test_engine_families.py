@@ -183,3 +183,51 @@ def test_spec_names_the_build_command(models_dir: Path) -> None:
         assert spec.build_command.startswith(
             f"python scripts/make_tiny_models.py --only {case.name}"
         )
+
+
+def test_every_family_through_the_worker(models_dir: Path, image_path: str, tmp_path: Path) -> None:
+    """One real worker (parent and spawned child) serves every tiny family; each job's
+    MP4, as uploaded, has the requested frames and size."""
+    import av
+
+    from cinecloud.config import load_config
+    from cinecloud.testing.fake_control_plane import FakeControlPlane
+    from cinecloud.workers import LocalLauncher
+
+    with FakeControlPlane(tmp_path / "blobs", heartbeat_interval_s=0.5) as cp:
+        cfg = load_config(
+            server={"home": tmp_path / "home"},
+            delivery={"secret": "test"},
+            queue={"lease_long_poll_s": 1.0},
+            engine={"models_dir": models_dir, "device": "cpu", "dtype": "float32"},
+            worker={
+                "token": cp.token,
+                "models": [case.model_id for case in CASES],
+                "work_dir": tmp_path / "work",
+            },
+        )
+        launcher = LocalLauncher(cfg, 1, server_url=cp.url, env=dict(os.environ))
+        launcher.start()
+        try:
+            jobs = {}
+            for case in CASES:
+                p = params(case, image_path)
+                fields = {k: v for k, v in vars(p).items() if v is not None}
+                jobs[case.name] = cp.submit(fields, model=case.model_id)
+            ended = ("completed", "failed")
+            assert cp.wait_for(
+                lambda: all(cp.job(j).status in ended for j in jobs.values()), timeout=300
+            ), {name: cp.job(j).status for name, j in jobs.items()}
+        finally:
+            launcher.stop(timeout=10)
+        for case in CASES:
+            job = cp.job(jobs[case.name])
+            assert job.status == "completed", (case.name, job.failures)
+            assert job.result is not None
+            (mp4,) = [a for a in job.result["artifacts"] if a["name"] == "video.mp4"]
+            with av.open(str(cp.blob_dir / mp4["key"])) as container:
+                stream = container.streams.video[0]
+                frames = sum(1 for _ in container.decode(stream))
+                size = (stream.codec_context.width, stream.codec_context.height)
+            assert frames == case.num_frames, case.name
+            assert size == (case.width, case.height), case.name
