@@ -186,9 +186,14 @@ def test_spec_names_the_build_command(models_dir: Path) -> None:
 
 
 def test_every_family_through_the_worker(models_dir: Path, image_path: str, tmp_path: Path) -> None:
-    """One real worker (parent and spawned child) serves every tiny family; each job's
-    MP4, as uploaded, has the requested frames and size."""
+    """One real worker (parent and spawned child) serves every tiny family, Wan T2V
+    included; each job's MP4, as uploaded, has the requested frames and size."""
     import av
+
+    wan = repo_root() / "models" / "tiny-wan"  # built by scripts/setup.sh
+    if not (models_dir / "tiny-wan").exists():
+        (models_dir / "tiny-wan").symlink_to(wan, target_is_directory=True)
+    cases = [*CASES, Case("wan", "cinecloud/tiny-wan", width=32, height=32, num_frames=5)]
 
     from cinecloud.config import load_config
     from cinecloud.testing.fake_control_plane import FakeControlPlane
@@ -202,7 +207,7 @@ def test_every_family_through_the_worker(models_dir: Path, image_path: str, tmp_
             engine={"models_dir": models_dir, "device": "cpu", "dtype": "float32"},
             worker={
                 "token": cp.token,
-                "models": [case.model_id for case in CASES],
+                "models": [case.model_id for case in cases],
                 "work_dir": tmp_path / "work",
             },
         )
@@ -210,7 +215,7 @@ def test_every_family_through_the_worker(models_dir: Path, image_path: str, tmp_
         launcher.start()
         try:
             jobs = {}
-            for case in CASES:
+            for case in cases:
                 p = params(case, image_path)
                 fields = {k: v for k, v in vars(p).items() if v is not None}
                 jobs[case.name] = cp.submit(fields, model=case.model_id)
@@ -220,7 +225,7 @@ def test_every_family_through_the_worker(models_dir: Path, image_path: str, tmp_
             ), {name: cp.job(j).status for name, j in jobs.items()}
         finally:
             launcher.stop(timeout=10)
-        for case in CASES:
+        for case in cases:
             job = cp.job(jobs[case.name])
             assert job.status == "completed", (case.name, job.failures)
             assert job.result is not None
