@@ -151,6 +151,29 @@ def test_seconds_pick_an_8k_plus_1_frame_count_for_ltx() -> None:
     assert resolved.image_path is None
 
 
+@pytest.mark.parametrize("model_id", ["cinecloud/tiny-hunyuan", "cinecloud/tiny-svd"])
+def test_a_negative_prompt_the_model_cannot_use_is_refused(model_id: str) -> None:
+    spec = REGISTRY.get(model_id)
+    args: dict[str, Any] = dict(
+        prompt="a fox",
+        size=None,
+        seconds=None,
+        num_frames=None,
+        fps=None,
+        steps=None,
+        guidance_scale=None,
+        seed=3,
+    )
+    with pytest.raises(ParamError) as info:
+        resolve_params(spec, negative_prompt="blurry", **args)
+    assert (info.value.code, info.value.param) == ("invalid_negative_prompt", "negative_prompt")
+    assert model_id in info.value.message
+    for empty in (None, ""):  # not sending one is fine
+        assert resolve_params(spec, negative_prompt=empty, **args).negative_prompt == ""
+    ltx = REGISTRY.get("cinecloud/tiny-ltx")
+    assert resolve_params(ltx, negative_prompt="blurry", **args).negative_prompt == "blurry"
+
+
 def test_unknown_input_image_mode_is_refused() -> None:
     spec = replace(REGISTRY.get("cinecloud/tiny-svd"), input_image="sometimes")
     with pytest.raises(ValueError, match="input_image"):

@@ -521,6 +521,14 @@ def validate_params(spec: ModelSpec, params: GenerationParams) -> None:
     _check_scalars(spec, params)
 
 
+# Families whose pipeline has no use for a negative prompt, and why: a request that
+# sends one is refused rather than silently ignored.
+NO_NEGATIVE_PROMPT: dict[str, str] = {
+    "hunyuan-t2v": "is guidance-distilled: it takes no negative prompt",
+    "svd": "takes no text: it is conditioned on the image alone",
+}
+
+
 def resolve_params(
     spec: ModelSpec,
     *,
@@ -540,6 +548,9 @@ def resolve_params(
     ``num_frames / fps`` rounded to the nearest integer must equal ``seconds``.
     """
     d = spec.defaults
+    if negative_prompt and spec.family in NO_NEGATIVE_PROMPT:
+        why = NO_NEGATIVE_PROMPT[spec.family]
+        raise ParamError("invalid_negative_prompt", f"{spec.id} {why}", "negative_prompt")
     width, height = (d.width, d.height) if size is None else _parse_size(size)
     _check_size(spec, width, height)
     fps = d.fps if fps is None else fps
