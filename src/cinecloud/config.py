@@ -108,6 +108,8 @@ class EngineConfig:
     vae_tiling: str = "auto"  # auto | on | off
     attention: str = "auto"  # auto (measured on CUDA) or a diffusers attention backend
     compile: str = "auto"  # auto (regional on CUDA) | off | regional
+    quantize: str = "off"  # off | fp8 (torchao, CUDA only; lossy, opt-in per worker)
+    step_cache_threshold: float = 0.05  # First Block Cache threshold for step_cache requests
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,8 @@ class _Engine(BaseModel):
         "auto", "native", "_native_cudnn", "_native_flash", "_native_efficient", "flash"
     ] = "auto"
     compile: Literal["auto", "off", "regional"] = "auto"
+    quantize: Literal["off", "fp8"] = "off"
+    step_cache_threshold: float = Field(0.05, gt=0)
 
 
 class _Worker(BaseModel):
@@ -316,6 +320,8 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             vae_tiling=s.engine.vae_tiling,
             attention=s.engine.attention,
             compile=s.engine.compile,
+            quantize=s.engine.quantize,
+            step_cache_threshold=s.engine.step_cache_threshold,
         ),
         worker=WorkerConfig(
             server_url=s.worker.server_url,

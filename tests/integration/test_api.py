@@ -153,6 +153,13 @@ def test_idempotency_key(api: tuple[TestClient, AppState, dict[str, str]]) -> No
         ({"steps": 1000}, "invalid_steps", "steps"),
         ({"metadata": "x"}, "invalid_value", "metadata"),
         ({"colour": "red"}, "unknown_parameter", "colour"),
+        ({"step_cache": "first_block"}, "invalid_step_cache", "step_cache"),
+        ({"model": "cinecloud/tiny-wan", "step_cache": "all"}, "invalid_step_cache", "step_cache"),
+        (
+            {"model": "cinecloud/tiny-hunyuan", "negative_prompt": "blur"},
+            "invalid_negative_prompt",
+            "negative_prompt",
+        ),
     ],
 )
 def test_bad_input(
@@ -281,3 +288,13 @@ def test_models_health_metrics_openapi(api: tuple[TestClient, AppState, dict[str
     assert f'cinecloud_queue_depth{{model="{MODEL}"}} 1.0' in metrics
     spec = client.get("/openapi.json").json()
     assert "/v1/videos" in spec["paths"]
+
+
+def test_step_cache_is_kept_with_the_job(api: tuple[TestClient, AppState, dict[str, str]]) -> None:
+    client, state, keys = api
+    resp = create(client, keys["a"], model="cinecloud/tiny-wan", step_cache="first_block")
+    assert resp.status_code == 200, resp.text
+    video = resp.json()
+    assert video["step_cache"] == "first_block"
+    assert state.jobs.get_job(video["id"]).params["step_cache"] == "first_block"
+    assert create(client, keys["a"]).json()["step_cache"] == "off"  # exact unless asked

@@ -186,6 +186,8 @@ def test_memory_plan_is_applied_and_recorded(spec: ModelSpec, runner: Runner) ->
         "attention_source": "fixed",
         "compile": "off",
         "warmup_s": plain.engine["warmup_s"],
+        "quantize": "off",
+        "step_cache": "off",
     }
     lean = Runner(spec, device="cpu", offload="group", vae_tiling="on")
     lean.load()
@@ -195,6 +197,31 @@ def test_memory_plan_is_applied_and_recorded(spec: ModelSpec, runner: Runner) ->
     assert np.array_equal(result.frames, plain.frames)
     with pytest.raises(ValueError, match="offload must be one of"):
         Runner(spec, device="cpu", offload="disk").load()
+
+
+def test_step_cache_is_opt_in_per_request(spec: ModelSpec, runner: Runner) -> None:
+    """A request that asks for First Block Cache gets it (here with a threshold so high
+    that every step after the first reuses the first step's residual, so the video
+    changes); the next request without it is exact again: the hooks come off."""
+    exact = runner.run(params(), on_step=lambda s: None, should_cancel=lambda: False)
+    lossy_runner = Runner(spec, device="cpu", step_cache_threshold=1e6)
+    lossy_runner.load()
+    cached = lossy_runner.run(
+        params(step_cache="first_block"), on_step=lambda s: None, should_cancel=lambda: False
+    )
+    assert cached.engine["step_cache"] == "first_block@1e+06"
+    assert cached.frames.shape == exact.frames.shape
+    assert not np.array_equal(cached.frames, exact.frames)
+    again = lossy_runner.run(params(), on_step=lambda s: None, should_cancel=lambda: False)
+    assert again.engine["step_cache"] == "off"
+    assert np.array_equal(again.frames, exact.frames)
+
+
+def test_fp8_needs_a_gpu(spec: ModelSpec) -> None:
+    with pytest.raises(ValueError, match="CUDA"):
+        Runner(spec, device="cpu", quantize="fp8").load()
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        Runner(spec, device="cpu", quantize="int3")
 
 
 def test_a_measured_attention_choice_is_remembered_across_loads(

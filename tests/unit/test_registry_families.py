@@ -174,6 +174,20 @@ def test_a_negative_prompt_the_model_cannot_use_is_refused(model_id: str) -> Non
     assert resolve_params(ltx, negative_prompt="blurry", **args).negative_prompt == "blurry"
 
 
+def test_step_cache_is_offered_where_the_denoiser_takes_cache_hooks() -> None:
+    wan = REGISTRY.get("cinecloud/tiny-wan")
+    validate_params(wan, params(wan, step_cache="first_block"))
+    for model_id, value, message in [
+        ("cinecloud/shapes-t2v", "first_block", "has no step cache"),
+        ("cinecloud/tiny-svd", "first_block", "has no step cache"),
+        ("cinecloud/tiny-wan", "everything", "step_cache must be one of"),
+    ]:
+        spec = REGISTRY.get(model_id)
+        with pytest.raises(ParamError, match=message) as info:
+            validate_params(spec, params(spec, step_cache=value))
+        assert (info.value.code, info.value.param) == ("invalid_step_cache", "step_cache")
+
+
 def test_unknown_input_image_mode_is_refused() -> None:
     spec = replace(REGISTRY.get("cinecloud/tiny-svd"), input_image="sometimes")
     with pytest.raises(ValueError, match="input_image"):

@@ -35,6 +35,8 @@ class VideoCreate(BaseModel):
     steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = Field(None, ge=0)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    # opt-in and lossy: "first_block" reuses late blocks on steps that change little
+    step_cache: str | None = None
     priority: int = Field(0, ge=-100, le=100)
     metadata: dict[str, str] | None = Field(None, max_length=16)
 
@@ -73,6 +75,7 @@ class VideoObject(BaseModel):
     steps: int
     guidance_scale: float
     negative_prompt: str
+    step_cache: str = "off"
     priority: int
     attempts: int
     metadata: dict[str, str] | None = None

@@ -72,6 +72,7 @@ def video_object(state: AppState, job: JobRecord, queue_position: int | None) ->
         "steps": p["steps"],
         "guidance_scale": p["guidance_scale"],
         "negative_prompt": p["negative_prompt"],
+        "step_cache": p.get("step_cache", "off"),
         "priority": job.priority,
         "attempts": job.attempts,
         "metadata": job.metadata,

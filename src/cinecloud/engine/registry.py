@@ -20,6 +20,8 @@ from cinecloud.config import EngineConfig, repo_root
 from cinecloud.engine.catalog import REAL_MODELS, RealModel, fetch_command, real_model_source
 from cinecloud.engine.specs import (
     INSTALLED_MARKER,
+    STEP_CACHE_FAMILIES,
+    STEP_CACHES,
     GenerationParams,
     ModelDefaults,
     ModelLimits,
@@ -30,6 +32,7 @@ __all__ = [
     "FRAME_RULES",
     "INPUT_IMAGE",
     "MAX_SEED",
+    "STEP_CACHES",
     "GenerationParams",
     "ModelDefaults",
     "ModelLimits",
@@ -512,6 +515,21 @@ def _check_scalars(spec: ModelSpec, p: GenerationParams) -> None:
         raise ParamError("invalid_seed", f"seed must be in 0..2**63-1 (got {p.seed})", "seed")
 
 
+def _check_step_cache(spec: ModelSpec, step_cache: str) -> None:
+    if step_cache not in STEP_CACHES:
+        raise ParamError(
+            "invalid_step_cache",
+            f"step_cache must be one of {', '.join(STEP_CACHES)} (got {step_cache!r})",
+            "step_cache",
+        )
+    if step_cache != "off" and spec.family not in STEP_CACHE_FAMILIES:
+        raise ParamError(
+            "invalid_step_cache",
+            f"{spec.id} has no step cache: its denoiser takes no diffusers cache hooks",
+            "step_cache",
+        )
+
+
 def validate_params(spec: ModelSpec, params: GenerationParams) -> None:
     """Raise :class:`ParamError` unless ``params`` fit ``spec``'s limits."""
     _check_size(spec, params.width, params.height)
@@ -519,6 +537,7 @@ def validate_params(spec: ModelSpec, params: GenerationParams) -> None:
     _check_budget(spec, params)
     _check_fps(spec, params.fps)
     _check_scalars(spec, params)
+    _check_step_cache(spec, params.step_cache)
 
 
 # Families whose pipeline has no use for a negative prompt, and why: a request that
@@ -541,6 +560,7 @@ def resolve_params(
     steps: int | None,
     guidance_scale: float | None,
     seed: int,
+    step_cache: str | None = None,
 ) -> GenerationParams:
     """Fill a request's missing fields from ``spec``'s defaults and check it fits the model.
 
@@ -574,6 +594,7 @@ def resolve_params(
         steps=d.steps if steps is None else steps,
         guidance_scale=d.guidance_scale if guidance_scale is None else guidance_scale,
         seed=seed,
+        step_cache="off" if step_cache is None else step_cache,
     )
     validate_params(spec, params)
     return params

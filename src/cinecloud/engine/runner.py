@@ -26,10 +26,13 @@ from cinecloud.engine.speed import (
     ATTENTION_MODES,
     COMPILE_MODES,
     CUDA_ATTENTION_CANDIDATES,
+    QUANTIZE_MODES,
     AttentionChoices,
     attention_key,
     choose_attention,
     compile_regions,
+    quantize_fp8,
+    step_cache,
 )
 
 __all__ = [
@@ -141,6 +144,8 @@ class Runner:
         vae_tiling: str = "auto",
         attention: str = "auto",
         compile: str = "auto",
+        quantize: str = "off",
+        step_cache_threshold: float = 0.05,
         cache_dir: Path | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -159,8 +164,14 @@ class Runner:
             raise ValueError(
                 f"attention must be one of {', '.join(ATTENTION_MODES)} (got {attention!r})"
             )
+        if quantize not in QUANTIZE_MODES:
+            raise ValueError(
+                f"quantize must be one of {', '.join(QUANTIZE_MODES)} (got {quantize!r})"
+            )
         self._want_attention = attention
         self._want_compile = compile
+        self._quantize = quantize
+        self._cache_threshold = step_cache_threshold
         self.tuning: dict[str, str] = {}
         self._clock = clock
         self._family: Family | None = None
@@ -189,8 +200,10 @@ class Runner:
         )
         family = make_family(self.spec.family)
         family.load(self.spec.source, device=device, dtype=dtype, offload=plan.offload)
+        if self._quantize == "fp8":
+            quantize_fp8(family.denoiser(), device)
         self._family, self.device, self.dtype, self.plan = family, device, dtype, plan
-        self.tuning = self._tune(family, device)
+        self.tuning = {**self._tune(family, device), "quantize": self._quantize}
         return self._clock() - start
 
     def _tune(self, family: Family, device: str) -> dict[str, str]:
@@ -321,7 +334,8 @@ class Runner:
                 raise Cancelled(k, total)
 
         step(0)
-        latents = family.denoise(encoded, params, on_step=step)
+        with step_cache(family.denoiser(), params.step_cache, self._cache_threshold) as cached:
+            latents = family.denoise(encoded, params, on_step=step)
         timings["denoise"] = clock() - start
 
         start = clock()
@@ -341,5 +355,5 @@ class Runner:
             seed=params.seed,
             device=self.device,
             dtype=self.dtype,
-            engine={**plan.record(), **self.tuning},
+            engine={**plan.record(), **self.tuning, "step_cache": cached},
         )

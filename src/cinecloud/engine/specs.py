@@ -11,7 +11,15 @@ from typing import Any
 
 from cinecloud.engine.memory import MemoryProfile
 
-__all__ = ["INSTALLED_MARKER", "GenerationParams", "ModelDefaults", "ModelLimits", "ModelSpec"]
+__all__ = [
+    "INSTALLED_MARKER",
+    "STEP_CACHES",
+    "STEP_CACHE_FAMILIES",
+    "GenerationParams",
+    "ModelDefaults",
+    "ModelLimits",
+    "ModelSpec",
+]
 
 INSTALLED_MARKER = "model_index.json"  # every family loads a diffusers pipeline directory
 
@@ -75,6 +83,16 @@ class ModelSpec:
         return replace(params, **changes)
 
 
+# Opt-in lossy step caches a request may ask for: "first_block" is diffusers' First Block
+# Cache (a step whose first block changes less than the engine's threshold reuses the
+# last step's residual for the rest of the stack).
+STEP_CACHES: tuple[str, ...] = ("off", "first_block")
+# Families whose transformer takes diffusers' cache hooks.
+STEP_CACHE_FAMILIES = frozenset(
+    {"wan-t2v", "wan-i2v", "ltx-t2v", "ltx-i2v", "cogvideox-t2v", "hunyuan-t2v"}
+)
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     prompt: str
@@ -87,3 +105,4 @@ class GenerationParams:
     guidance_scale: float
     seed: int
     image_path: str | None = None  # local file of the conditioning image (image-to-video)
+    step_cache: str = "off"  # a key of STEP_CACHES: an opt-in, lossy step cache

@@ -18,10 +18,11 @@ The choices are returned as strings for the job's ``engine`` record.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,18 @@ __all__ = [
     "ATTENTION_MODES",
     "COMPILE_MODES",
     "CUDA_ATTENTION_CANDIDATES",
+    "QUANTIZE_MODES",
     "AttentionChoices",
     "attention_key",
     "choose_attention",
     "compile_regions",
+    "quantize_fp8",
     "set_compile_cache",
+    "step_cache",
 ]
 
 COMPILE_MODES = ("auto", "off", "regional")
+QUANTIZE_MODES = ("off", "fp8")
 ATTENTION_MODES = ("auto", "native", "_native_cudnn", "_native_flash", "_native_efficient", "flash")
 # Tried in this order; one that fails its first run (not built, no kernel for the
 # shape or dtype) is skipped.
@@ -166,3 +171,42 @@ class AttentionChoices:
         if data.pop(key, None) is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def quantize_fp8(model: Any, device: str) -> None:
+    """Lossy, opt-in: the denoiser's linear layers in FP8 with per-row dynamic scales
+    (torchao). Needs a CUDA GPU of compute capability 8.9 or more, and torchao."""
+    import torch
+
+    if not device.startswith("cuda"):
+        raise ValueError(f"quantize=fp8 needs a CUDA GPU (the engine runs on {device})")
+    if torch.cuda.get_device_capability(torch.device(device)) < (8, 9):
+        raise ValueError("quantize=fp8 needs a GPU of compute capability 8.9 or more")
+    try:
+        from torchao.quantization import (
+            Float8DynamicActivationFloat8WeightConfig,
+            PerRow,
+            quantize_,
+        )
+    except ImportError:
+        raise ValueError("quantize=fp8 needs torchao (pip install torchao)") from None
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    quantize_(model, config, set_inductor_config=False)
+
+
+@contextlib.contextmanager
+def step_cache(model: Any, mode: str, threshold: float) -> Iterator[str]:
+    """Within the block, ``model`` runs with the requested step cache; yields what ran
+    (``off``, or ``first_block@<threshold>``), for the job's engine record."""
+    if mode == "off":
+        yield "off"
+        return
+    if mode != "first_block" or not hasattr(model, "enable_cache"):
+        raise ValueError(f"step cache {mode!r} is not available for this model")
+    from diffusers import FirstBlockCacheConfig
+
+    model.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+    try:
+        yield f"first_block@{threshold:g}"
+    finally:
+        model.disable_cache()

@@ -106,6 +106,8 @@ def _engine_runner(spec: ModelSpec, cfg: Config) -> RunnerProtocol:
         vae_tiling=cfg.engine.vae_tiling,
         attention=cfg.engine.attention,
         compile=cfg.engine.compile,
+        quantize=cfg.engine.quantize,
+        step_cache_threshold=cfg.engine.step_cache_threshold,
         cache_dir=home / "cache",  # measured attention choices survive them too
     )
 

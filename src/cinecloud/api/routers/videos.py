@@ -127,6 +127,7 @@ def _new_job(state: AppState, caller_tenant: str, body: VideoCreate, idem: str |
             steps=body.steps,
             guidance_scale=body.guidance_scale,
             seed=seed,
+            step_cache=body.step_cache,
         )
     except ParamError as exc:
         raise ApiError(400, exc.code, str(exc), exc.param) from None
@@ -140,6 +141,7 @@ def _new_job(state: AppState, caller_tenant: str, body: VideoCreate, idem: str |
             "fps",
             "steps",
             "guidance_scale",
+            "step_cache",
         )
     }
     seconds = (
