@@ -28,7 +28,7 @@ from cinecloud.workers.messages import (
     from_dict,
     to_dict,
 )
-from cinecloud.workers.parent import EventThrottle, progress_event, progress_percent
+from cinecloud.workers.progress import EventThrottle, progress_event, progress_percent
 
 pytestmark = pytest.mark.unit
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import multiprocessing
 import os
 import shutil
 import signal
@@ -33,12 +32,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
 from cinecloud.config import Config
-from cinecloud.workers.child import child_main, job_dir
+from cinecloud.workers.child import job_dir
 from cinecloud.workers.client import (
     ControlPlaneClient,
     ControlPlaneError,
@@ -46,18 +44,21 @@ from cinecloud.workers.client import (
     LeaseLost,
     Unreachable,
 )
+from cinecloud.workers.handle import ChildExited, ChildProcess
 from cinecloud.workers.messages import (
     Cancel,
     Done,
     Failed,
     FailureCode,
-    Message,
     Progress,
     Ready,
     RunJob,
-    Shutdown,
-    from_dict,
-    to_dict,
+)
+from cinecloud.workers.progress import (
+    EVENT_INTERVAL_S,
+    EventThrottle,
+    progress_event,
+    progress_percent,
 )
 
 __all__ = [
@@ -76,126 +77,9 @@ log = logging.getLogger(__name__)
 
 #: Heartbeat period while a job runs: how fast a cancel reaches the worker.
 BUSY_POLL_S = 0.3
-#: At most one progress ``events`` call per this many seconds (stage changes excepted).
-EVENT_INTERVAL_S = 0.1
 _CHILD_POLL_S = 0.05
 _RETRY_PAUSE_S = 1.0
 _EVENTS_PAUSE_S = 5.0
-
-# Share of the whole job (percent) each stage covers, for the progress figure.
-_STAGE_SPAN: dict[str, tuple[int, int]] = {
-    "model_load": (0, 0),
-    "text_encode": (0, 5),
-    "denoise": (5, 90),
-    "decode": (90, 95),
-    "render": (95, 97),
-    "upload": (97, 100),
-}
-
-
-# ---------------------------------------------------------------- progress
-
-
-def progress_percent(stage: str, step: int, total_steps: int) -> int:
-    """Overall progress 0-100 of a job at ``step`` of ``total_steps`` in ``stage``."""
-    lo, hi = _STAGE_SPAN.get(stage, (0, 0))
-    frac = min(max(step / total_steps, 0.0), 1.0) if total_steps > 0 else 0.0
-    return int(lo + (hi - lo) * frac)
-
-
-def progress_event(stage: str, step: int, total_steps: int, elapsed_s: float) -> dict[str, Any]:
-    """One worker-protocol progress event."""
-    eta = None
-    if stage == "denoise" and 0 < step <= total_steps:
-        eta = round(elapsed_s / step * (total_steps - step), 3)
-    return {
-        "type": "progress",
-        "stage": stage,
-        "step": step,
-        "total_steps": total_steps,
-        "progress": progress_percent(stage, step, total_steps),
-        "eta_s": eta,
-    }
-
-
-class EventThrottle:
-    """Lets through a stage change, a stage's last step, or one event per interval."""
-
-    def __init__(self, interval_s: float = EVENT_INTERVAL_S) -> None:
-        self._interval_s = interval_s
-        self._stage: str | None = None
-        self._last_at: float | None = None
-
-    def should_send(self, stage: str, step: int, total_steps: int, now: float) -> bool:
-        due = self._last_at is None or now - self._last_at >= self._interval_s
-        if stage != self._stage or step >= total_steps or due:
-            self._stage, self._last_at = stage, now
-            return True
-        return False
-
-
-# ---------------------------------------------------------------- the child handle
-
-
-class ChildExited(Exception):
-    def __init__(self, exitcode: int | None) -> None:
-        super().__init__(f"engine process exited with code {exitcode}")
-        self.exitcode = exitcode
-
-
-class ChildProcess:
-    """The parent's handle on one spawned engine child and its pipe."""
-
-    def __init__(self, cfg: Config, log_level: int | None = None) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child_conn = ctx.Pipe()
-        level = logging.getLogger().getEffectiveLevel() if log_level is None else log_level
-        self._proc = ctx.Process(
-            target=child_main, args=(cfg, child_conn, level), name="cinecloud-engine"
-        )
-        self._child_conn = child_conn
-
-    def start(self) -> None:
-        self._proc.start()
-        self._child_conn.close()  # so the parent sees EOF when the child dies
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self._proc.is_alive()
-
-    def send(self, msg: Message) -> None:
-        with contextlib.suppress(OSError):  # a dead child shows up in recv()
-            self._conn.send(to_dict(msg))
-
-    def recv(self, timeout: float) -> Message | None:
-        """The child's next message, None on timeout; raises ChildExited once it is gone."""
-        ready = wait([self._conn, self._proc.sentinel], timeout)
-        if self._conn in ready:
-            try:
-                return from_dict(self._conn.recv())
-            except (EOFError, OSError):
-                self._proc.join(timeout=1.0)
-        if ready and not self._proc.is_alive():
-            raise ChildExited(self._proc.exitcode)
-        return None
-
-    def kill(self) -> None:
-        if self._proc.is_alive():
-            self._proc.kill()
-        self._proc.join(timeout=5.0)
-        self._conn.close()
-
-    def stop(self, timeout: float) -> None:
-        """Ask the child to exit; kill it if it has not within ``timeout`` seconds."""
-        if self._proc.is_alive():
-            self.send(Shutdown())
-            self._proc.join(timeout)
-        self.kill()
-
 
 # ---------------------------------------------------------------- the worker
 
