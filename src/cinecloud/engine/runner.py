@@ -267,7 +267,6 @@ class Runner:
         attention, timings = choose_attention(model, candidates, probe, clock=self._clock)
         if timings and self._choices is not None:
             self._choices.put(key, attention, timings)
-            return attention, "measured"
         return attention, "measured" if timings else "fixed"
 
     def _forget(self, key: str) -> None:
