@@ -247,8 +247,10 @@ def test_next_job_is_leased_while_the_last_one_renders(
         for prev, nxt in itertools.pairwise(order)
     ]
     assert all(ahead) if overlap else not any(ahead), ahead
-    for job in order:  # every job is whole, with its own seed
+    for job in order:  # every job is whole, with its own seed and its progress reported
         assert job.attempt == 1 and job.result is not None
+        steps = denoise_steps(cp, job.job_id)
+        assert steps[0] <= 1 and steps[-1] == PARAMS["steps"], steps
         assert {a["name"] for a in job.result["artifacts"]} == {
             "video.mp4",
             "poster.jpg",

@@ -99,6 +99,7 @@ class _ActiveJob:
     cancel: threading.Event = field(default_factory=threading.Event)
     reason: str = ""
     sent: bool = False  # already handed to the child (a job leased ahead)
+    throttle: EventThrottle = field(default_factory=EventThrottle)
 
     def request_cancel(self, reason: str) -> None:
         if not self.cancel.is_set():
@@ -353,7 +354,6 @@ class Worker:
                 isinstance(early, Failed) and early.code == FailureCode.CANCELED
             )
             return (None if stopped else early), False
-        throttle = EventThrottle()
         deadline: float | None = None
         while True:
             if deadline is None and (active.cancel.is_set() or self._stop.is_set()):
@@ -373,10 +373,11 @@ class Worker:
                 crash = Failed(job_id, FailureCode.WORKER_CRASHED, str(exc), retryable=True)
                 return crash, True
             if isinstance(msg, Progress) and deadline is None and msg.job_id == job_id:
-                if throttle.should_send(msg.stage, msg.step, msg.total_steps, self._clock()):
-                    self._send_event(active, msg.stage, msg.step, msg.total_steps, msg.elapsed_s)
+                self._forward(active, msg)
                 if _engine_nearly_done(msg):
                     self._lease_ahead()
+            elif isinstance(msg, Progress) and self._next is not None and self._is_next(msg.job_id):
+                self._forward(self._next, msg)  # the job ahead, already on the engine
             elif isinstance(msg, Done | Failed) and msg.job_id == job_id:
                 stopped = active.cancel.is_set() or (
                     isinstance(msg, Failed) and msg.code == FailureCode.CANCELED
@@ -384,7 +385,11 @@ class Worker:
                 return (None if stopped else msg), False
             elif isinstance(msg, Done | Failed) and self._is_next(msg.job_id):
                 self._early[msg.job_id] = msg
-            # The next job's progress before it is the active one is not forwarded.
+
+    def _forward(self, active: _ActiveJob, msg: Progress) -> None:
+        """Send the child's progress on as an event, as often as the job's throttle allows."""
+        if active.throttle.should_send(msg.stage, msg.step, msg.total_steps, self._clock()):
+            self._send_event(active, msg.stage, msg.step, msg.total_steps, msg.elapsed_s)
 
     def _is_next(self, job_id: str) -> bool:
         return self._next is not None and self._next.job.job_id == job_id
