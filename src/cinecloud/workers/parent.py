@@ -100,6 +100,7 @@ class _ActiveJob:
     reason: str = ""
     sent: bool = False  # already handed to the child (a job leased ahead)
     throttle: EventThrottle = field(default_factory=EventThrottle)
+    engine_done: bool = False  # its last denoising step is reported: the engine is nearly free
 
     def request_cancel(self, reason: str) -> None:
         if not self.cancel.is_set():
@@ -348,6 +349,8 @@ class Worker:
         if not active.sent:
             child.send(active.job)
             active.sent = True
+        if active.engine_done:  # its engine work ended while the job before it finished
+            self._lease_ahead()
         early = self._early.pop(job_id, None)
         if early is not None:  # it ended while the job before it was finishing
             stopped = active.cancel.is_set() or (
@@ -375,9 +378,11 @@ class Worker:
             if isinstance(msg, Progress) and deadline is None and msg.job_id == job_id:
                 self._forward(active, msg)
                 if _engine_nearly_done(msg):
+                    active.engine_done = True
                     self._lease_ahead()
             elif isinstance(msg, Progress) and self._next is not None and self._is_next(msg.job_id):
                 self._forward(self._next, msg)  # the job ahead, already on the engine
+                self._next.engine_done |= _engine_nearly_done(msg)
             elif isinstance(msg, Done | Failed) and msg.job_id == job_id:
                 stopped = active.cancel.is_set() or (
                     isinstance(msg, Failed) and msg.code == FailureCode.CANCELED
