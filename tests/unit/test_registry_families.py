@@ -154,16 +154,7 @@ def test_seconds_pick_an_8k_plus_1_frame_count_for_ltx() -> None:
 @pytest.mark.parametrize("model_id", ["cinecloud/tiny-hunyuan", "cinecloud/tiny-svd"])
 def test_a_negative_prompt_the_model_cannot_use_is_refused(model_id: str) -> None:
     spec = REGISTRY.get(model_id)
-    args: dict[str, Any] = dict(
-        prompt="a fox",
-        size=None,
-        seconds=None,
-        num_frames=None,
-        fps=None,
-        steps=None,
-        guidance_scale=None,
-        seed=3,
-    )
+    args: dict[str, Any] = {"prompt": "a fox", "seed": 3}
     with pytest.raises(ParamError) as info:
         resolve_params(spec, negative_prompt="blurry", **args)
     assert (info.value.code, info.value.param) == ("invalid_negative_prompt", "negative_prompt")
