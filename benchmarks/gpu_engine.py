@@ -485,14 +485,6 @@ def transformer_inputs(case: Case, pipe: Any, embeds: Embeds) -> dict[str, Any]:
     }
 
 
-def dispatches_attention(model: Any) -> bool:
-    """Whether the model's attention goes through diffusers' backend dispatch (CogVideoX's
-    processor calls SDPA itself, so a chosen backend changes nothing there)."""
-    return any(
-        hasattr(getattr(m, "processor", None), "_attention_backend") for m in model.modules()
-    )
-
-
 # ------------------------------------------------------------------ measuring
 
 
@@ -599,6 +591,7 @@ def measure(
     from diffusers.models.attention_dispatch import AttentionBackendName, attention_backend
     from diffusers.utils.constants import DIFFUSERS_ATTN_BACKEND
 
+    from cinecloud.engine.attention import dispatch_cogvideox_attention, routes_attention
     from cinecloud.engine.speed import CUDA_ATTENTION_CANDIDATES, choose_attention, compile_regions
 
     cuda = device.startswith("cuda")
@@ -675,6 +668,7 @@ def measure(
             sync()
 
         log(f"{name}: cinecloud tuning")
+        dispatch_cogvideox_attention(model)  # as the CogVideoX family loads it
         candidates = CUDA_ATTENTION_CANDIDATES if cuda else ("native",)
         started = time.perf_counter()
         attention, attention_times = choose_attention(model, candidates, probe, repeats=1)
@@ -696,7 +690,7 @@ def measure(
         ours = run_pipeline(pipe, kwargs, steps, device, sync)
         record["cinecloud"] = {
             "attention": attention,
-            "attention_dispatched": dispatches_attention(model),
+            "attention_dispatched": routes_attention(model),
             "attention_times_s": attention_times,
             "attention_choice_s": attention_s,
             "compiled_blocks": blocks,

@@ -32,6 +32,7 @@ from cinecloud.engine.speed import (
     choose_attention,
     compile_regions,
     quantize_fp8,
+    set_attention,
     step_cache,
 )
 
@@ -259,10 +260,11 @@ class Runner:
         if len(candidates) > 1 and setter is not None and self._choices is not None:
             remembered = self._choices.get(key)
             if remembered in candidates:
-                setter(remembered)
+                set_attention(model, remembered)
                 return str(remembered), "remembered"
         if len(candidates) == 1 and setter is not None:
-            setter(candidates[0])  # nothing to compare: the warm-up run checks it works
+            # nothing to compare: the warm-up run checks it works
+            set_attention(model, candidates[0])
             return candidates[0], "fixed"
         attention, timings = choose_attention(model, candidates, probe, clock=self._clock)
         if timings and self._choices is not None:

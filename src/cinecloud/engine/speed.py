@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cinecloud.engine.attention import enable_flash_attention_3
+
 __all__ = [
     "ATTENTION_MODES",
     "COMPILE_MODES",
@@ -36,16 +38,26 @@ __all__ = [
     "choose_attention",
     "compile_regions",
     "quantize_fp8",
+    "set_attention",
     "set_compile_cache",
     "step_cache",
 ]
 
 COMPILE_MODES = ("auto", "off", "regional")
 QUANTIZE_MODES = ("off", "fp8")
-ATTENTION_MODES = ("auto", "native", "_native_cudnn", "_native_flash", "_native_efficient", "flash")
-# Tried in this order; one that fails its first run (not built, no kernel for the
-# shape or dtype) is skipped.
-CUDA_ATTENTION_CANDIDATES = ("_native_cudnn", "_native_flash", "flash", "native")
+ATTENTION_MODES = (
+    "auto",
+    "native",
+    "_native_cudnn",
+    "_native_flash",
+    "_native_efficient",
+    "flash",
+    "_flash_3",
+)
+# Tried in this order; one that fails its first run (not installed, no kernel for the
+# shape or dtype) is skipped. ``_flash_3`` is FlashAttention 3 (Hopper, bf16; see
+# :mod:`cinecloud.engine.attention`).
+CUDA_ATTENTION_CANDIDATES = ("_flash_3", "_native_cudnn", "_native_flash", "flash", "native")
 
 
 def set_compile_cache(home: Path) -> Path:
@@ -89,6 +101,14 @@ def compile_regions(model: Any) -> int:
     return len(blocks)
 
 
+def set_attention(model: Any, name: str) -> None:
+    """Set ``model``'s attention backend (diffusers' dispatch) to ``name``; raises where
+    this machine cannot run it. FlashAttention 3 is made available first."""
+    if name == "_flash_3":
+        enable_flash_attention_3()
+    model.set_attention_backend(name)
+
+
 def choose_attention(
     model: Any,
     candidates: tuple[str, ...],
@@ -108,7 +128,7 @@ def choose_attention(
     timings: dict[str, float] = {}
     for name in candidates:
         try:
-            setter(name)
+            set_attention(model, name)
             probe()  # first run: kernel selection, compile
             best = float("inf")
             for _ in range(repeats):
@@ -122,7 +142,7 @@ def choose_attention(
         setter("native")
         return "native", {}
     chosen = min(timings, key=lambda k: timings[k])
-    setter(chosen)
+    set_attention(model, chosen)
     return chosen, timings
 
 

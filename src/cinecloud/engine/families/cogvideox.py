@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from diffusers.pipelines.cogvideo.pipeline_cogvideox import CogVideoXPipeline
 
+from cinecloud.engine.attention import dispatch_cogvideox_attention
 from cinecloud.engine.families.base import (
     PipelineFamily,
     check_frames,
@@ -63,6 +64,10 @@ class CogVideoXT2V(PipelineFamily[CogVideoXPipeline]):
         if patch_t is None or latent_frames % patch_t == 0:
             return 0
         return int(patch_t - latent_frames % patch_t)
+
+    def _on_device(self, pipe: CogVideoXPipeline, device: str) -> None:
+        """Route attention through diffusers' dispatcher, so the chosen backend runs."""
+        dispatch_cogvideox_attention(pipe.transformer)
 
     # ------------------------------------------------------------ stages
 
