@@ -104,6 +104,8 @@ def test_progress_percent_spans_stages() -> None:
     assert event["eta_s"] == pytest.approx(3.0)
     assert event["type"] == "progress"
     assert event["progress"] == 26
+    assert "at" not in event  # no stamp given: none sent
+    assert progress_event("render", 0, 1, 0.0, at=1_700_000_000.25)["at"] == 1_700_000_000.25
 
 
 def test_event_throttle_keeps_stage_changes_and_last_step() -> None:

@@ -163,11 +163,16 @@ class _Child:
     """The child's state: its pipe, its loaded models and the job in hand."""
 
     def __init__(
-        self, cfg: Config, conn: Connection, clock: Callable[[], float] = time.monotonic
+        self,
+        cfg: Config,
+        conn: Connection,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._cfg = cfg
         self._conn = conn
         self._clock = clock
+        self._wall = wall  # stamps progress, for the job's timeline
         self._models: dict[str, _Loaded] = {}
         self._pending: collections.deque[Message] = collections.deque()
         self._current: str | None = None
@@ -263,7 +268,10 @@ class _Child:
         out_dir.mkdir(parents=True, exist_ok=True)
 
         def on_step(info: Any) -> None:
-            self.send(Progress(job.job_id, info.stage, info.step, info.total_steps, info.elapsed_s))
+            at = self._wall()
+            self.send(
+                Progress(job.job_id, info.stage, info.step, info.total_steps, info.elapsed_s, at)
+            )
 
         started = self._clock()
         result = loaded.runner.run(params, on_step, self.should_cancel)
@@ -272,7 +280,7 @@ class _Child:
             return _failed(job, FailureCode.CANCELED, "canceled")
         # The engine is free: "render" tells the parent it may send the next job, which
         # runs on the engine while this one renders on the render thread.
-        self.send(Progress(job.job_id, "render", 0, 1, 0.0))
+        self.send(Progress(job.job_id, "render", 0, 1, 0.0, self._wall()))
         self._renders.submit(self._render, job, loaded, result, engine_s, out_dir)
         return None
 

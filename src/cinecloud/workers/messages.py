@@ -98,13 +98,15 @@ class Ready:
 
 @dataclass(frozen=True)
 class Progress:
-    """One engine step of ``job_id`` (``stage`` is a worker-protocol stage name)."""
+    """One engine step of ``job_id`` (``stage`` is a worker-protocol stage name);
+    ``at`` is when it happened, in the child's wall-clock seconds (0: not said)."""
 
     job_id: str
     stage: str
     step: int
     total_steps: int
     elapsed_s: float = 0.0
+    at: float = 0.0
 
 
 @dataclass(frozen=True)

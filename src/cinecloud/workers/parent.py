@@ -121,11 +121,13 @@ class Worker:
         stop: threading.Event,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         make_client: Callable[[], ControlPlaneClient] | None = None,
     ) -> None:
         self._cfg = cfg
         self._stop = stop
         self._clock = clock
+        self._wall = wall  # stamps the events the parent itself sends (upload)
         self._make_client = make_client or (
             lambda: ControlPlaneClient(cfg.worker.server_url, cfg.worker.token)
         )
@@ -394,17 +396,17 @@ class Worker:
     def _forward(self, active: _ActiveJob, msg: Progress) -> None:
         """Send the child's progress on as an event, as often as the job's throttle allows."""
         if active.throttle.should_send(msg.stage, msg.step, msg.total_steps, self._clock()):
-            self._send_event(active, msg.stage, msg.step, msg.total_steps, msg.elapsed_s)
+            self._send_event(active, msg.stage, msg.step, msg.total_steps, msg.elapsed_s, msg.at)
 
     def _is_next(self, job_id: str) -> bool:
         return self._next is not None and self._next.job.job_id == job_id
 
     def _send_event(
-        self, active: _ActiveJob, stage: str, step: int, total: int, elapsed_s: float
+        self, active: _ActiveJob, stage: str, step: int, total: int, elapsed_s: float, at: float
     ) -> None:
         if self._clock() < self._events_paused_until:
             return
-        event = progress_event(stage, step, total, elapsed_s)
+        event = progress_event(stage, step, total, elapsed_s, at)
         job = active.job
         try:
             cancel = self._client.events(job.job_id, job.lease_id, [event])
@@ -428,7 +430,7 @@ class Worker:
         """Upload the rendered files, then complete the job (never when canceled)."""
         job = active.job
         try:
-            self._send_event(active, "upload", 0, len(done.files), 0.0)
+            self._send_event(active, "upload", 0, len(done.files), 0.0, self._wall())
             started = self._clock()
             names = [f.name for f in done.files]
             targets = self._client.uploads(job.job_id, job.lease_id, names)
