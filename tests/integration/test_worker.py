@@ -392,3 +392,14 @@ def test_child_crash_returns_both_held_jobs(launch: Launch, cp: FakeControlPlane
         job = cp.job(job_id)
         assert job.attempt == cp.max_attempts
         assert {(f["code"], f["retryable"]) for f in job.failures} == {("worker_crashed", True)}
+
+
+def test_a_jobs_files_upload_together(launch: Launch, cp: FakeControlPlane) -> None:
+    """Each PUT takes 0.5 s: three files one after another would take 1.5 s."""
+    cp.put_delay_s = 0.5
+    launch(FAST)
+    job_id = cp.submit(PARAMS)
+    assert cp.wait_for(lambda: cp.job(job_id).status == "completed", timeout=30)
+    result = result_of(cp, job_id)
+    assert len(result["artifacts"]) == 3
+    assert 0.5 <= result["timings"]["upload"] < 1.0, result["timings"]

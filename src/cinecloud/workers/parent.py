@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -31,6 +32,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ from cinecloud.workers.client import (
     LeaseLost,
     Unreachable,
 )
+from cinecloud.workers.delivery import UPLOAD_THREADS, upload_files
 from cinecloud.workers.handle import ChildExited, ChildProcess
 from cinecloud.workers.messages import (
     Cancel,
@@ -143,6 +146,7 @@ class Worker:
         self._early: dict[str, Done | Failed] = {}  # the next job's result, come early
         self._hb_wake = threading.Event()
         self._hb_done = threading.Event()
+        self._uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="cinecloud-upload")
 
     def run(self) -> int:
         """Serve until ``stop`` is set (0) or the engine cannot start (1)."""
@@ -160,6 +164,7 @@ class Worker:
                 heartbeat.join()
             if self._child is not None:
                 self._child.stop(timeout=self._cfg.worker.cancel_grace_s)
+            self._uploads.shutdown(wait=True)
             self._client.close()
             log.info("worker stopped")
 
@@ -432,18 +437,10 @@ class Worker:
         try:
             self._send_event(active, "upload", 0, len(done.files), 0.0, self._wall())
             started = self._clock()
-            names = [f.name for f in done.files]
-            targets = self._client.uploads(job.job_id, job.lease_id, names)
-            artifacts = []
-            for f in done.files:
-                if self._stopping(active):
-                    return
-                target = targets[f.name]
-                artifacts.append(
-                    self._client.put_file(f.name, target, Path(f.path), f.content_type)
-                )
+            stopping = functools.partial(self._stopping, active)
+            artifacts = upload_files(self._client, self._uploads, job, done.files, stopping)
             upload_s = self._clock() - started
-            if self._stopping(active):
+            if artifacts is None:
                 return
             self._client.complete(
                 job.job_id,
