@@ -11,8 +11,21 @@ leased and denoised while the last one renders).
 
     python benchmarks/engine_busy.py                      # default model, 10 jobs
     python benchmarks/engine_busy.py --jobs 10 --device cuda
+    python benchmarks/engine_busy.py --jobs 10 --steps 2 --modes on   # short jobs on a CPU
 
-Prints a table and writes ``benchmarks/results/engine_busy.json``.
+The wall runs from just before the first submission to the last completion as the
+server recorded it. Besides the summary it prints, per mode, each job's timeline (lease,
+engine start and end, render seconds, upload start, completion; worker-side moments from
+the ``at`` stamps on its progress events) and where the wall without engine work went:
+before the first engine start, between jobs, and after the last engine end (the last
+render, its pickup, upload and completion).
+
+On a GPU the default model's jobs take about 0.3 s of engine time, so these fixed costs
+weigh heavily. ``--steps 1`` to ``3`` gives jobs of a similar length on a CPU. A small
+CPU box shares its cores between the engine, the server, the worker and anything else
+running: compare runs made back to back under the same load, several times.
+
+Prints the tables and writes ``benchmarks/results/engine_busy.json``.
 """
 
 from __future__ import annotations

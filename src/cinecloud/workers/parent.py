@@ -10,7 +10,7 @@ reaches the child fast) and raises a job's cancel flag when told to.
 Overlap (``worker.overlap``, on by default): when the child reports a job's last
 denoising step (only the decode is left on the engine), the parent leases the next job
 and sends it; the child starts it the moment the engine is free, so the GPU denoises
-job n+1 while job n renders in the child and uploads here. At most two
+job n+1 while job n renders in the child's render process and uploads here. At most two
 jobs are held: the one being finished and the next, already on the engine.
 
 ``gpu_seconds`` reported on completion is the wall time of the engine run
