@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -157,9 +158,19 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def engine_children(pid: int) -> list[int]:
+def _spawned_by(pid: int) -> list[int]:
     table = _processes()
-    return [p for p in descendants(pid) if "spawn_main" in table.get(p, (0, ""))[1]]
+    return [p for p, (ppid, cmd) in table.items() if ppid == pid and "spawn_main" in cmd]
+
+
+def engine_children(pid: int) -> list[int]:
+    """The worker's engine child (spawned by the worker process itself)."""
+    return _spawned_by(pid)
+
+
+def render_processes(pid: int) -> list[int]:
+    """The render processes below the worker (each spawned by an engine child)."""
+    return [r for child in engine_children(pid) for r in _spawned_by(child)]
 
 
 def pid_alive(pid: int) -> bool:
@@ -319,3 +330,76 @@ def test_sigterm_gives_up_the_job_and_exits_cleanly(launch: Launch, cp: FakeCont
     assert launcher.alive() == 0
     assert_dropped(cp, job_id, cfg.worker.work_dir)
     assert cp.job(job_id).status == "in_progress"  # left to lease expiry, then re-queued
+
+
+def test_render_runs_in_its_own_process(launch: Launch, cp: FakeControlPlane) -> None:
+    """The engine child hands each job's frames to a render process of its own; one that
+    dies is replaced for the next job without touching the engine, and one killed with the
+    engine child does not outlive it."""
+    launcher, _ = launch(FAST)
+    worker = launcher.pids[0]
+    assert cp.wait_for(lambda: len(render_processes(worker)) == 1, timeout=30)
+    [child], [render] = engine_children(worker), render_processes(worker)
+    first = cp.submit(PARAMS)
+    assert cp.wait_for(lambda: cp.job(first).status == "completed", timeout=30)
+    assert {a["name"] for a in result_of(cp, first)["artifacts"]} == {
+        "video.mp4",
+        "poster.jpg",
+        "thumbnail.jpg",
+    }  # the frames file that crossed to the render process is not one of them
+
+    os.kill(render, signal.SIGKILL)
+    assert cp.wait_for(lambda: not pid_alive(render), timeout=5)
+    second = cp.submit({**PARAMS, "seed": 7})
+    assert cp.wait_for(lambda: cp.job(second).status == "completed", timeout=30)
+    assert cp.job(second).attempt == 1 and cp.job(second).failures == []
+    assert engine_children(worker) == [child]  # the engine was not replaced
+    [fresh] = render_processes(worker)
+    assert fresh != render
+
+    os.kill(child, signal.SIGKILL)
+    assert cp.wait_for(lambda: not pid_alive(fresh), timeout=5), "render process outlived"
+
+
+def test_render_process_death_fails_its_job_retryable(launch: Launch, cp: FakeControlPlane) -> None:
+    """A job held by a render process that dies goes back to the queue and completes on its
+    next attempt, on the same engine."""
+    launcher, _ = launch(FAST)
+    worker = launcher.pids[0]
+    assert cp.wait_for(lambda: len(render_processes(worker)) == 1, timeout=30)
+    [child], [render] = engine_children(worker), render_processes(worker)
+    os.kill(render, signal.SIGSTOP)  # the job waits in it, surely held
+    try:
+        job_id = cp.submit(PARAMS)
+        rendering = lambda: any(e["stage"] == "render" for e in cp.job(job_id).events)  # noqa: E731
+        assert cp.wait_for(rendering, timeout=30)
+    finally:
+        os.kill(render, signal.SIGKILL)
+    assert cp.wait_for(lambda: cp.job(job_id).status == "completed", timeout=30)
+    job = cp.job(job_id)
+    assert [(f["code"], f["retryable"]) for f in job.failures] == [("worker_crashed", True)]
+    assert job.attempt == 2
+    assert engine_children(worker) == [child]
+
+
+def test_child_crash_returns_both_held_jobs(launch: Launch, cp: FakeControlPlane) -> None:
+    """A one-step job's last step leases the next job ahead; the engine dies right after
+    it, so each crash gives back both the running job and the one leased ahead."""
+    launch(CRASHING)
+    jobs = [cp.submit({**PARAMS, "steps": 1, "seed": seed}) for seed in range(2)]
+    assert cp.wait_for(lambda: all(cp.job(j).status == "failed" for j in jobs), timeout=60)
+    for job_id in jobs:
+        job = cp.job(job_id)
+        assert job.attempt == cp.max_attempts
+        assert {(f["code"], f["retryable"]) for f in job.failures} == {("worker_crashed", True)}
+
+
+def test_a_jobs_files_upload_together(launch: Launch, cp: FakeControlPlane) -> None:
+    """Each PUT takes 0.5 s: three files one after another would take 1.5 s."""
+    cp.put_delay_s = 0.5
+    launch(FAST)
+    job_id = cp.submit(PARAMS)
+    assert cp.wait_for(lambda: cp.job(job_id).status == "completed", timeout=30)
+    result = result_of(cp, job_id)
+    assert len(result["artifacts"]) == 3
+    assert 0.5 <= result["timings"]["upload"] < 1.0, result["timings"]

@@ -22,6 +22,8 @@ from cinecloud.workers.messages import (
     OutputFile,
     Progress,
     Ready,
+    Render,
+    Rendered,
     RunJob,
     Shutdown,
     UnknownMessage,
@@ -50,6 +52,10 @@ MESSAGES: list[Message] = [
     Shutdown(),
     Ready(("cinecloud/tiny-wan",), 1.25, "cuda", (GpuInfo("H100", 85_000, 80_000),)),
     Progress("video_1", "denoise", 3, 4, 0.6),
+    Progress("video_1", "render", 0, 1, 0.0, at=1_700_000_000.5),
+    Render("video_1", "/w/video_1/frames.npy", "/w/video_1", 8, (256, 256)),
+    Render("video_1", "/w/video_1/frames.npy", "/w/video_1", 8),
+    Rendered("video_1", (OutputFile("video.mp4", "/w/video_1/video.mp4", "video/mp4"),), 0.05),
     Done(
         "video_1",
         (
@@ -104,6 +110,8 @@ def test_progress_percent_spans_stages() -> None:
     assert event["eta_s"] == pytest.approx(3.0)
     assert event["type"] == "progress"
     assert event["progress"] == 26
+    assert "at" not in event  # no stamp given: none sent
+    assert progress_event("render", 0, 1, 0.0, at=1_700_000_000.25)["at"] == 1_700_000_000.25
 
 
 def test_event_throttle_keeps_stage_changes_and_last_step() -> None:

@@ -13,6 +13,7 @@ Not a reference implementation of scheduling: one queue, first in first out.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import socket
@@ -65,9 +66,11 @@ class FakeControlPlane:
         lease_ttl_s: float = 30.0,
         heartbeat_interval_s: float = 0.5,
         max_attempts: int = 3,
+        put_delay_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.blob_dir = blob_dir
+        self.put_delay_s = put_delay_s  # each blob PUT takes at least this long (a slow store)
         self.token = token
         self.lease_ttl_s = lease_ttl_s
         self.heartbeat_interval_s = heartbeat_interval_s
@@ -210,6 +213,8 @@ class FakeControlPlane:
             raise _ApiError(400, "invalid_key", f"bad blob key {key!r}")
         with self._cond:
             self._held(parts[3], lease)
+        if self.put_delay_s > 0:
+            await asyncio.sleep(self.put_delay_s)
         path = self.blob_dir / key
         path.parent.mkdir(parents=True, exist_ok=True)
         digest, size = hashlib.sha256(), 0

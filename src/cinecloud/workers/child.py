@@ -2,9 +2,11 @@
 
 It loads the worker's models, says :class:`Ready`, then runs one :class:`RunJob`
 at a time on the engine, sending :class:`Progress` on every engine step. When the
-engine is done it sends the ``render`` progress and hands the frames to its render
-thread, which answers :class:`Done` (or :class:`Failed`); the engine meanwhile takes
-the next :class:`RunJob`, so rendering one job overlaps denoising the next. Between
+engine is done it sends the ``render`` progress, saves the frames into the job's
+directory and hands them to its render process (:mod:`cinecloud.workers.renderer`);
+what that answers becomes the job's :class:`Done` (or :class:`Failed`). The engine
+meanwhile takes the next :class:`RunJob`, so rendering one job overlaps denoising the
+next, and the render cannot slow the engine's own process down. Between
 steps it looks for :class:`Cancel` (or :class:`Shutdown`) on its pipe and stops the
 run. It also stops when the parent process is gone, so a killed worker never leaves a
 child holding a GPU.
@@ -24,7 +26,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -38,14 +39,16 @@ from cinecloud.workers.messages import (
     FailureCode,
     GpuInfo,
     Message,
-    OutputFile,
     Progress,
     Ready,
+    Render,
+    Rendered,
     RunJob,
     Shutdown,
     from_dict,
     to_dict,
 )
+from cinecloud.workers.renderer import RenderProcess, save_frames
 
 if TYPE_CHECKING:
     from cinecloud.engine.registry import ModelSpec
@@ -159,15 +162,44 @@ def _probe_devices() -> tuple[str, tuple[GpuInfo, ...]]:
     return "cuda", tuple(gpus)
 
 
+@dataclass(frozen=True)
+class _EngineDone:
+    """What a job's Done carries from the engine, kept while the job renders."""
+
+    timings: dict[str, float]
+    seed: int
+    device: str
+    dtype: str
+    engine_s: float
+    engine: dict[str, str]
+
+    def done(self, rendered: Rendered) -> Done:
+        return Done(
+            job_id=rendered.job_id,
+            files=rendered.files,
+            timings={**self.timings, "render": rendered.render_s},
+            seed=self.seed,
+            device=self.device,
+            dtype=self.dtype,
+            engine_s=self.engine_s,
+            engine=self.engine,
+        )
+
+
 class _Child:
     """The child's state: its pipe, its loaded models and the job in hand."""
 
     def __init__(
-        self, cfg: Config, conn: Connection, clock: Callable[[], float] = time.monotonic
+        self,
+        cfg: Config,
+        conn: Connection,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._cfg = cfg
         self._conn = conn
         self._clock = clock
+        self._wall = wall  # stamps progress, for the job's timeline
         self._models: dict[str, _Loaded] = {}
         self._pending: collections.deque[Message] = collections.deque()
         self._current: str | None = None
@@ -175,13 +207,15 @@ class _Child:
         self.shutdown = False
         self._send_lock = threading.Lock()
         # One render at a time, in job order: Done messages leave in the order jobs ran.
-        self._renders = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cinecloud-render")
+        self._renderer = RenderProcess(self._on_rendered)
+        self._rendering: dict[str, _EngineDone] = {}
 
     def send(self, msg: Message) -> None:
         with self._send_lock:  # the engine and the render thread both report
             self._conn.send(to_dict(msg))
 
     def load(self) -> Ready:
+        self._renderer.start()  # its imports overlap the model load
         self._models, load_s = _load_models(self._cfg, self._clock)
         device, gpus = _probe_devices()
         return Ready(models=tuple(self._models), load_s=load_s, device=device, gpus=gpus)
@@ -263,49 +297,45 @@ class _Child:
         out_dir.mkdir(parents=True, exist_ok=True)
 
         def on_step(info: Any) -> None:
-            self.send(Progress(job.job_id, info.stage, info.step, info.total_steps, info.elapsed_s))
+            at = self._wall()
+            self.send(
+                Progress(job.job_id, info.stage, info.step, info.total_steps, info.elapsed_s, at)
+            )
 
         started = self._clock()
         result = loaded.runner.run(params, on_step, self.should_cancel)
         engine_s = self._clock() - started
         if self.should_cancel():
             return _failed(job, FailureCode.CANCELED, "canceled")
-        # The engine is free: "render" tells the parent it may send the next job, which
-        # runs on the engine while this one renders on the render thread.
-        self.send(Progress(job.job_id, "render", 0, 1, 0.0))
-        self._renders.submit(self._render, job, loaded, result, engine_s, out_dir)
+        # The engine is free: "render" tells the parent so; the next job runs on the engine
+        # while the render process encodes this one.
+        self.send(Progress(job.job_id, "render", 0, 1, 0.0, self._wall()))
+        frames = save_frames(result.frames, out_dir / "frames.npy")
+        self._rendering[job.job_id] = _EngineDone(
+            timings={k: float(result.timings.get(k, 0.0)) for k in _ENGINE_STAGES},
+            seed=int(result.seed),
+            device=str(result.device),
+            dtype=str(result.dtype),
+            engine_s=engine_s,
+            engine=dict(getattr(result, "engine", {})),
+        )
+        display_size = loaded.spec.defaults.display_size
+        self._renderer.submit(
+            Render(job.job_id, str(frames), str(out_dir), int(result.fps), display_size)
+        )
         return None
 
-    def _render(
-        self, job: RunJob, loaded: _Loaded, result: Any, engine_s: float, out_dir: Path
-    ) -> None:
-        """On the render thread: encode the outputs, then send Done (or Failed)."""
-        from cinecloud.render import render_outputs
-
-        try:
-            started = self._clock()
-            display_size = loaded.spec.defaults.display_size
-            rendered = render_outputs(result.frames, out_dir, result.fps, display_size=display_size)
-            timings = {k: float(result.timings.get(k, 0.0)) for k in _ENGINE_STAGES}
-            timings["render"] = self._clock() - started
-            done: Done | Failed = Done(
-                job_id=job.job_id,
-                files=tuple(OutputFile(f.name, str(f.path), f.content_type) for f in rendered),
-                timings=timings,
-                seed=int(result.seed),
-                device=str(result.device),
-                dtype=str(result.dtype),
-                engine_s=engine_s,
-                engine=dict(getattr(result, "engine", {})),
-            )
-        except Exception as exc:
-            log.exception("job %s failed to render", job.job_id)
-            done = _failed(job, *_classify(exc))
-        self.send(done)
+    def _on_rendered(self, result: Rendered | Failed) -> None:
+        """On the render reader thread: the job's Done (or Failed) goes to the parent."""
+        engine = self._rendering.pop(result.job_id, None)
+        if isinstance(result, Rendered) and engine is not None:
+            self.send(engine.done(result))
+        elif isinstance(result, Failed):
+            self.send(result)
 
     def drain(self) -> None:
         """Wait for the renders in hand to finish and report."""
-        self._renders.shutdown(wait=True)
+        self._renderer.stop(timeout=self._cfg.worker.cancel_grace_s + 30.0)
 
 
 def _failed(job: RunJob, code: str, message: str, retryable: bool = False) -> Failed:

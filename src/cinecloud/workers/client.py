@@ -204,7 +204,8 @@ class ControlPlaneClient:
         return dest
 
     def put_file(self, name: str, target: UploadTarget, path: Path, content_type: str) -> Artifact:
-        """PUT ``path`` (streamed from disk) to its signed upload URL."""
+        """PUT ``path`` (streamed from disk) to its signed upload URL. Several may run at
+        once from different threads (one job's files go up together)."""
         url = self._base.join(target.url)
 
         def send() -> httpx.Response:

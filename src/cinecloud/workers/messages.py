@@ -6,6 +6,7 @@ is rebuilt with ``from_dict``; nothing else is pickled.
 
 Parent to child: ``RunJob``, ``Cancel``, ``Shutdown``.
 Child to parent: ``Ready``, ``Progress``, ``Done``, ``Failed``.
+Child to its render process: ``Render``, ``Shutdown``; back: ``Rendered``, ``Failed``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ __all__ = [
     "OutputFile",
     "Progress",
     "Ready",
+    "Render",
+    "Rendered",
     "RunJob",
     "Shutdown",
     "UnknownMessage",
@@ -98,13 +101,15 @@ class Ready:
 
 @dataclass(frozen=True)
 class Progress:
-    """One engine step of ``job_id`` (``stage`` is a worker-protocol stage name)."""
+    """One engine step of ``job_id`` (``stage`` is a worker-protocol stage name);
+    ``at`` is when it happened, in the child's wall-clock seconds (0: not said)."""
 
     job_id: str
     stage: str
     step: int
     total_steps: int
     elapsed_s: float = 0.0
+    at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -140,7 +145,30 @@ class Failed:
     retryable: bool = False
 
 
-Message: TypeAlias = RunJob | Cancel | Shutdown | Ready | Progress | Done | Failed
+@dataclass(frozen=True)
+class Render:
+    """Encode the frames saved at ``frames_path`` (a ``.npy`` file, deleted once read)
+    into ``out_dir``; the frames cross as a file, never through the pipe."""
+
+    job_id: str
+    frames_path: str
+    out_dir: str
+    fps: int
+    display_size: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """``job_id``'s files are written; ``render_s`` is how long that took."""
+
+    job_id: str
+    files: tuple[OutputFile, ...]
+    render_s: float
+
+
+Message: TypeAlias = (
+    RunJob | Cancel | Shutdown | Ready | Progress | Done | Failed | Render | Rendered
+)
 
 _TYPES: dict[str, type[Message]] = {
     "run_job": RunJob,
@@ -150,6 +178,8 @@ _TYPES: dict[str, type[Message]] = {
     "progress": Progress,
     "done": Done,
     "failed": Failed,
+    "render": Render,
+    "rendered": Rendered,
 }
 _NAMES: dict[type[Message], str] = {cls: name for name, cls in _TYPES.items()}
 
@@ -180,8 +210,11 @@ def from_dict(data: dict[str, Any]) -> Message:
         if cls is Ready:
             fields["models"] = tuple(fields.get("models", ()))
             fields["gpus"] = tuple(GpuInfo(**g) for g in fields.get("gpus", ()))
-        elif cls is Done:
+        elif cls is Done or cls is Rendered:
             fields["files"] = tuple(OutputFile(**f) for f in fields.get("files", ()))
+        elif cls is Render and fields.get("display_size") is not None:
+            width, height = fields["display_size"]
+            fields["display_size"] = (int(width), int(height))
         return cls(**fields)
     except TypeError as exc:
         raise UnknownMessage(f"bad {kind} message: {exc}") from None

@@ -10,7 +10,7 @@ reaches the child fast) and raises a job's cancel flag when told to.
 Overlap (``worker.overlap``, on by default): when the child reports a job's last
 denoising step (only the decode is left on the engine), the parent leases the next job
 and sends it; the child starts it the moment the engine is free, so the GPU denoises
-job n+1 while job n renders in the child and uploads here. At most two
+job n+1 while job n renders in the child's render process and uploads here. At most two
 jobs are held: the one being finished and the next, already on the engine.
 
 ``gpu_seconds`` reported on completion is the wall time of the engine run
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -31,6 +32,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ from cinecloud.workers.client import (
     LeaseLost,
     Unreachable,
 )
+from cinecloud.workers.delivery import UPLOAD_THREADS, upload_files
 from cinecloud.workers.handle import ChildExited, ChildProcess
 from cinecloud.workers.messages import (
     Cancel,
@@ -121,11 +124,13 @@ class Worker:
         stop: threading.Event,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         make_client: Callable[[], ControlPlaneClient] | None = None,
     ) -> None:
         self._cfg = cfg
         self._stop = stop
         self._clock = clock
+        self._wall = wall  # stamps the events the parent itself sends (upload)
         self._make_client = make_client or (
             lambda: ControlPlaneClient(cfg.worker.server_url, cfg.worker.token)
         )
@@ -141,6 +146,7 @@ class Worker:
         self._early: dict[str, Done | Failed] = {}  # the next job's result, come early
         self._hb_wake = threading.Event()
         self._hb_done = threading.Event()
+        self._uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="cinecloud-upload")
 
     def run(self) -> int:
         """Serve until ``stop`` is set (0) or the engine cannot start (1)."""
@@ -158,6 +164,7 @@ class Worker:
                 heartbeat.join()
             if self._child is not None:
                 self._child.stop(timeout=self._cfg.worker.cancel_grace_s)
+            self._uploads.shutdown(wait=True)
             self._client.close()
             log.info("worker stopped")
 
@@ -394,17 +401,17 @@ class Worker:
     def _forward(self, active: _ActiveJob, msg: Progress) -> None:
         """Send the child's progress on as an event, as often as the job's throttle allows."""
         if active.throttle.should_send(msg.stage, msg.step, msg.total_steps, self._clock()):
-            self._send_event(active, msg.stage, msg.step, msg.total_steps, msg.elapsed_s)
+            self._send_event(active, msg.stage, msg.step, msg.total_steps, msg.elapsed_s, msg.at)
 
     def _is_next(self, job_id: str) -> bool:
         return self._next is not None and self._next.job.job_id == job_id
 
     def _send_event(
-        self, active: _ActiveJob, stage: str, step: int, total: int, elapsed_s: float
+        self, active: _ActiveJob, stage: str, step: int, total: int, elapsed_s: float, at: float
     ) -> None:
         if self._clock() < self._events_paused_until:
             return
-        event = progress_event(stage, step, total, elapsed_s)
+        event = progress_event(stage, step, total, elapsed_s, at)
         job = active.job
         try:
             cancel = self._client.events(job.job_id, job.lease_id, [event])
@@ -428,20 +435,12 @@ class Worker:
         """Upload the rendered files, then complete the job (never when canceled)."""
         job = active.job
         try:
-            self._send_event(active, "upload", 0, len(done.files), 0.0)
+            self._send_event(active, "upload", 0, len(done.files), 0.0, self._wall())
             started = self._clock()
-            names = [f.name for f in done.files]
-            targets = self._client.uploads(job.job_id, job.lease_id, names)
-            artifacts = []
-            for f in done.files:
-                if self._stopping(active):
-                    return
-                target = targets[f.name]
-                artifacts.append(
-                    self._client.put_file(f.name, target, Path(f.path), f.content_type)
-                )
+            stopping = functools.partial(self._stopping, active)
+            artifacts = upload_files(self._client, self._uploads, job, done.files, stopping)
             upload_s = self._clock() - started
-            if self._stopping(active):
+            if artifacts is None:
                 return
             self._client.complete(
                 job.job_id,

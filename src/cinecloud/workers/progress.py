@@ -28,12 +28,15 @@ def progress_percent(stage: str, step: int, total_steps: int) -> int:
     return int(lo + (hi - lo) * frac)
 
 
-def progress_event(stage: str, step: int, total_steps: int, elapsed_s: float) -> dict[str, Any]:
-    """One worker-protocol progress event."""
+def progress_event(
+    stage: str, step: int, total_steps: int, elapsed_s: float, at: float = 0.0
+) -> dict[str, Any]:
+    """One worker-protocol progress event; ``at`` (wall-clock seconds, when the worker saw
+    it happen) goes with it when given, so a job's timeline does not depend on delivery."""
     eta = None
     if stage == "denoise" and 0 < step <= total_steps:
         eta = round(elapsed_s / step * (total_steps - step), 3)
-    return {
+    event: dict[str, Any] = {
         "type": "progress",
         "stage": stage,
         "step": step,
@@ -41,6 +44,9 @@ def progress_event(stage: str, step: int, total_steps: int, elapsed_s: float) ->
         "progress": progress_percent(stage, step, total_steps),
         "eta_s": eta,
     }
+    if at > 0:
+        event["at"] = round(at, 6)
+    return event
 
 
 class EventThrottle:

@@ -1,0 +1,187 @@
+"""The render process: a job's frames to its files, beside the engine rather than in it.
+
+The engine child starts one before it loads its models (so its imports overlap the
+load) and hands it each job whose engine work is done as a :class:`Render` record.
+The frames lie in a ``.npy`` file in the job's directory, so nothing big crosses the
+pipe. It renders one job at a time, in the order given, and answers :class:`Rendered`
+(or :class:`Failed`). Apart from the engine, its encoder and image work cannot hold
+the engine's interpreter lock, and at a lower CPU priority (:data:`RENDER_NICE`) it
+gives way to the engine when both want a core. It exits when told (:class:`Shutdown`)
+or once the engine child is gone.
+
+A render process that dies fails the jobs it held (retryable, ``worker_crashed``); the
+next job starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+import numpy as np
+
+from cinecloud.workers.messages import (
+    Failed,
+    FailureCode,
+    OutputFile,
+    Render,
+    Rendered,
+    Shutdown,
+    from_dict,
+    to_dict,
+)
+
+__all__ = ["RENDER_NICE", "RenderProcess", "render_job", "render_main", "save_frames"]
+
+log = logging.getLogger(__name__)
+
+#: How much lower than the engine the render process runs (``os.nice`` increment).
+RENDER_NICE = 10
+_IDLE_POLL_S = 0.5
+
+RenderResult = Rendered | Failed
+
+
+def save_frames(frames: np.ndarray, path: Path) -> Path:
+    """Write ``frames`` where the render process reads them (a plain ``.npy``)."""
+    np.save(path, frames, allow_pickle=False)
+    return path
+
+
+def render_job(msg: Render, clock: Callable[[], float] = time.monotonic) -> RenderResult:
+    """Render one job: read (then delete) its frames file, write its outputs."""
+    from cinecloud.render import render_outputs
+
+    started = clock()
+    try:
+        frames_path = Path(msg.frames_path)
+        frames = np.load(frames_path, allow_pickle=False)
+        frames_path.unlink(missing_ok=True)
+        rendered = render_outputs(frames, Path(msg.out_dir), msg.fps, display_size=msg.display_size)
+    except Exception as exc:
+        log.exception("job %s failed to render", msg.job_id)
+        message = f"{type(exc).__name__}: {exc}"[:1000]
+        return Failed(msg.job_id, FailureCode.ENGINE_ERROR, message)
+    files = tuple(OutputFile(f.name, str(f.path), f.content_type) for f in rendered)
+    return Rendered(msg.job_id, files, clock() - started)
+
+
+def render_main(conn: Connection, nice: int = RENDER_NICE, log_level: int = logging.INFO) -> None:
+    """Target of the spawned render process."""
+    logging.basicConfig(level=log_level, format="%(asctime)s render %(levelname)s %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker parent decides how to stop
+    with contextlib.suppress(OSError):
+        os.nice(nice)
+    parent = multiprocessing.parent_process()
+    while parent is None or parent.is_alive():
+        if not conn.poll(_IDLE_POLL_S):
+            continue
+        try:
+            msg = from_dict(conn.recv())
+        except EOFError:
+            return
+        if isinstance(msg, Shutdown):
+            return
+        if isinstance(msg, Render):
+            conn.send(to_dict(render_job(msg)))
+
+
+@dataclass
+class _Link:
+    """One render process, its pipe, and the jobs it holds (sent, not yet answered)."""
+
+    proc: BaseProcess
+    conn: Connection
+    held: list[str] = field(default_factory=list)
+
+
+class RenderProcess:
+    """The engine child's handle on its render process.
+
+    ``submit`` hands over a job; its :class:`Rendered` or :class:`Failed` arrives through
+    ``on_result``, called on a reader thread that only waits on the pipe.
+    """
+
+    def __init__(
+        self, on_result: Callable[[RenderResult], None], *, nice: int = RENDER_NICE
+    ) -> None:
+        self._on_result = on_result
+        self._nice = nice
+        self._lock = threading.Lock()
+        self._link: _Link | None = None
+        self._readers: list[threading.Thread] = []
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._link is None else self._link.proc.pid
+
+    def start(self) -> None:
+        """Start a render process (the one before it, if any, is left to end)."""
+        ctx = multiprocessing.get_context("spawn")
+        conn, theirs = ctx.Pipe()
+        level = logging.getLogger().getEffectiveLevel()
+        proc = ctx.Process(
+            target=render_main, args=(theirs, self._nice, level), name="cinecloud-render"
+        )
+        proc.daemon = True  # ends with the engine child
+        proc.start()
+        theirs.close()  # so the reader sees EOF when the render process dies
+        link = _Link(proc, conn)
+        reader = threading.Thread(
+            target=self._read, args=(link,), name="cinecloud-render-reader", daemon=True
+        )
+        self._link = link
+        self._readers.append(reader)
+        reader.start()
+
+    def submit(self, msg: Render) -> None:
+        with self._lock:
+            if self._link is None or not self._link.proc.is_alive():
+                self.start()
+            assert self._link is not None
+            self._link.held.append(msg.job_id)
+            with contextlib.suppress(OSError):  # a dead process fails the job in _read
+                self._link.conn.send(to_dict(msg))
+
+    def stop(self, timeout: float) -> None:
+        """Let the held jobs finish (up to ``timeout``), then end the render process."""
+        link = self._link
+        if link is not None:
+            with contextlib.suppress(OSError):
+                link.conn.send(to_dict(Shutdown()))
+            link.proc.join(timeout)
+            if link.proc.is_alive():
+                link.proc.kill()
+                link.proc.join(1.0)
+        for reader in self._readers:
+            reader.join(timeout=1.0)
+
+    def _read(self, link: _Link) -> None:
+        while True:
+            try:
+                msg = from_dict(link.conn.recv())
+            except (EOFError, OSError):
+                break
+            if not isinstance(msg, Rendered | Failed):
+                continue
+            with self._lock:
+                if msg.job_id in link.held:
+                    link.held.remove(msg.job_id)
+            self._on_result(msg)
+        link.proc.join(1.0)
+        with self._lock:
+            orphans, link.held = link.held, []
+        why = f"render process exited with code {link.proc.exitcode}"
+        for job_id in orphans:
+            self._on_result(Failed(job_id, FailureCode.WORKER_CRASHED, why, retryable=True))
+        link.conn.close()
