@@ -125,6 +125,10 @@ class WorkerConfig:
     work_dir: Path = Path(".cinecloud/work")
     # "module:callable" building the runner in the worker's child; empty = the real engine.
     runner_factory: str = ""
+    # One video across N ranks (engine.parallel), e.g. "ulysses=2,cfg=2"; empty = one rank.
+    parallel: str = ""
+    # How long a collective between the ranks may wait before the job fails (retryable).
+    parallel_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,8 @@ class _Worker(BaseModel):
     overlap: bool = True
     work_dir: Path | None = None
     runner_factory: str = ""
+    parallel: str = ""
+    parallel_timeout_s: float = Field(30.0, gt=0)
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -332,5 +338,7 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             overlap=s.worker.overlap,
             work_dir=s.worker.work_dir or home / "work",
             runner_factory=s.worker.runner_factory,
+            parallel=s.worker.parallel,
+            parallel_timeout_s=s.worker.parallel_timeout_s,
         ),
     )

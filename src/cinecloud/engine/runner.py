@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from cinecloud.engine.speed import (
     set_attention,
     step_cache,
 )
+
+if TYPE_CHECKING:
+    from cinecloud.engine.parallel.ranks import RankGroup
 
 __all__ = [
     "DTYPES",
@@ -149,9 +152,12 @@ class Runner:
         step_cache_threshold: float = 0.05,
         cache_dir: Path | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        ranks: RankGroup | None = None,
     ) -> None:
         """``cache_dir`` keeps measured attention choices (``attention.json``) across
-        restarts; ``None`` measures on every load."""
+        restarts; ``None`` measures on every load. ``ranks``: this process is one rank of
+        a parallel worker (engine.parallel); every rank builds, loads and runs its runner
+        with the same arguments, at the same time."""
         self.spec = spec
         self._choices = AttentionChoices(cache_dir / "attention.json") if cache_dir else None
         self._want_device = device
@@ -175,6 +181,7 @@ class Runner:
         self._cache_threshold = step_cache_threshold
         self.tuning: dict[str, str] = {}
         self._clock = clock
+        self._ranks = ranks
         self._family: Family | None = None
         self.device: str | None = None
         self.dtype: str | None = None
@@ -200,11 +207,17 @@ class Runner:
             self._want_offload,
         )
         family = make_family(self.spec.family)
+        if self._ranks is not None:
+            from cinecloud.engine.parallel.family import ParallelFamily
+
+            family = ParallelFamily(family, self.spec.family, self._ranks)
         family.load(self.spec.source, device=device, dtype=dtype, offload=plan.offload)
         if self._quantize == "fp8":
             quantize_fp8(family.denoiser(), device)
         self._family, self.device, self.dtype, self.plan = family, device, dtype, plan
         self.tuning = {**self._tune(family, device), "quantize": self._quantize}
+        if self._ranks is not None:
+            self.tuning["parallel"] = self._ranks.plan.describe()
         return self._clock() - start
 
     def _tune(self, family: Family, device: str) -> dict[str, str]:

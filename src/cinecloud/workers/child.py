@@ -12,6 +12,10 @@ run. It also stops when the parent process is gone, so a killed worker never lea
 child holding a GPU.
 
 Everything on the pipe is a plain dict from :mod:`cinecloud.workers.messages`.
+
+With ``worker.parallel`` set, this child is rank 0 of N (:mod:`cinecloud.workers.ranks`):
+it starts the other ranks, hands each job to them, and fails the job as retryable
+(then exits, to be replaced) when a rank is lost.
 """
 
 from __future__ import annotations
@@ -51,13 +55,16 @@ from cinecloud.workers.messages import (
 from cinecloud.workers.renderer import RenderProcess, save_frames
 
 if TYPE_CHECKING:
+    from cinecloud.engine.parallel.ranks import RankGroup
     from cinecloud.engine.registry import ModelSpec
     from cinecloud.engine.runner import RunnerProtocol
+    from cinecloud.workers.ranks import Followers, RankLink
 
 __all__ = [
     "RunnerFactory",
     "child_main",
     "job_dir",
+    "load_parallel_models",
     "resolve_runner_factory",
 ]
 
@@ -95,7 +102,7 @@ def resolve_runner_factory(ref: str) -> RunnerFactory:
     return factory
 
 
-def _engine_runner(spec: ModelSpec, cfg: Config) -> RunnerProtocol:
+def _engine_runner(spec: ModelSpec, cfg: Config, ranks: RankGroup | None = None) -> RunnerProtocol:
     from cinecloud.engine.runner import Runner
     from cinecloud.engine.speed import set_compile_cache
 
@@ -103,7 +110,7 @@ def _engine_runner(spec: ModelSpec, cfg: Config) -> RunnerProtocol:
     set_compile_cache(home)  # compiled blocks survive worker restarts
     return Runner(
         spec,
-        device=cfg.engine.device,
+        device=cfg.engine.device if ranks is None else ranks.device,
         dtype=cfg.engine.dtype,
         offload=cfg.engine.offload,
         vae_tiling=cfg.engine.vae_tiling,
@@ -112,7 +119,14 @@ def _engine_runner(spec: ModelSpec, cfg: Config) -> RunnerProtocol:
         quantize=cfg.engine.quantize,
         step_cache_threshold=cfg.engine.step_cache_threshold,
         cache_dir=home / "cache",  # measured attention choices survive them too
+        ranks=ranks,
     )
+
+
+def load_parallel_models(cfg: Config, ranks: RankGroup) -> dict[str, RunnerProtocol]:
+    """The worker's models loaded as one rank of ``ranks``; every rank calls it in step."""
+    loaded, _ = _load_models(cfg, time.monotonic, ranks)
+    return {model_id: entry.runner for model_id, entry in loaded.items()}
 
 
 # ---------------------------------------------------------------- the engine side
@@ -130,18 +144,22 @@ class _LoadError(Exception):
         self.code = code
 
 
-def _load_models(cfg: Config, clock: Callable[[], float]) -> tuple[dict[str, _Loaded], float]:
+def _load_models(
+    cfg: Config, clock: Callable[[], float], ranks: RankGroup | None = None
+) -> tuple[dict[str, _Loaded], float]:
     from cinecloud.engine.registry import ModelNotInstalled, UnknownModel, default_registry
 
     registry = default_registry(cfg.engine)
     models = cfg.worker.models or (registry.default_id,)
     factory = resolve_runner_factory(cfg.worker.runner_factory)
+    if ranks is not None and cfg.worker.runner_factory:
+        raise ValueError("worker.parallel runs the real engine; unset worker.runner_factory")
     loaded: dict[str, _Loaded] = {}
     started = clock()
     for model_id in models:
         try:
             spec = registry.get(model_id)
-            runner = factory(spec, cfg)
+            runner = factory(spec, cfg) if ranks is None else _engine_runner(spec, cfg, ranks)
             runner.load()
         except (UnknownModel, ModelNotInstalled) as exc:
             raise _LoadError(FailureCode.MODEL_NOT_INSTALLED, str(exc)) from exc
@@ -195,11 +213,17 @@ class _Child:
         conn: Connection,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        followers: Followers | None = None,
     ) -> None:
-        self._cfg = cfg
+        self.cfg = self._cfg = cfg
         self._conn = conn
         self._clock = clock
         self._wall = wall  # stamps progress, for the job's timeline
+        # Rank 0 of a parallel worker: the other ranks and the commands they follow.
+        self.followers = followers
+        self.link: RankLink | None = None
+        self._ranks: RankGroup | None = None
+        self.broken = False  # a rank was lost: report, then exit to be replaced
         self._models: dict[str, _Loaded] = {}
         self._pending: collections.deque[Message] = collections.deque()
         self._current: str | None = None
@@ -216,7 +240,13 @@ class _Child:
 
     def load(self) -> Ready:
         self._renderer.start()  # its imports overlap the model load
-        self._models, load_s = _load_models(self._cfg, self._clock)
+        if self.followers is not None:
+            from cinecloud.workers.ranks import RankLink, join_as_rank
+
+            self.followers.start()
+            self._ranks = join_as_rank(self._cfg, 0, self.followers.port)
+            self.link = RankLink()
+        self._models, load_s = _load_models(self._cfg, self._clock, self._ranks)
         device, gpus = _probe_devices()
         return Ready(models=tuple(self._models), load_s=load_s, device=device, gpus=gpus)
 
@@ -265,12 +295,31 @@ class _Child:
         try:
             return self._run(job)
         except Exception as exc:
+            if self._lost_rank(exc):
+                log.exception("job %s: a rank was lost", job.job_id)
+                self.broken = True
+                message = f"a parallel rank was lost: {type(exc).__name__}: {exc}"
+                return _failed(job, FailureCode.WORKER_CRASHED, message, retryable=True)
             if self._cancel:
                 return _failed(job, FailureCode.CANCELED, "canceled")
             log.exception("job %s failed", job.job_id)
             return _failed(job, *_classify(exc))
         finally:
             self._current = None
+
+    def _lost_rank(self, exc: Exception) -> bool:
+        """Whether ``exc`` leaves the ranks out of step: a rank died, or anything but a
+        refusal of the job (which every rank meets alike) or a cancel."""
+        from cinecloud.engine.runner import Cancelled
+
+        if self.followers is None:
+            return False
+        return not self.followers.all_alive() or not isinstance(exc, ValueError | Cancelled)
+
+    def engine_cancel(self) -> bool:
+        """The runner's cancel check: rank 0's decision, agreed by every rank."""
+        cancel = self.should_cancel()
+        return cancel if self.link is None else self.link.agree(cancel)
 
     def _prepare(self, job: RunJob) -> tuple[_Loaded, Any] | Failed:
         """The loaded model and checked params for ``job``, or why it cannot run."""
@@ -302,8 +351,10 @@ class _Child:
                 Progress(job.job_id, info.stage, info.step, info.total_steps, info.elapsed_s, at)
             )
 
+        if self.link is not None:
+            self.link.run(job)  # the other ranks run it alongside
         started = self._clock()
-        result = loaded.runner.run(params, on_step, self.should_cancel)
+        result = loaded.runner.run(params, on_step, self.engine_cancel)
         engine_s = self._clock() - started
         if self.should_cancel():
             return _failed(job, FailureCode.CANCELED, "canceled")
@@ -363,15 +414,28 @@ def child_main(cfg: Config, conn: Connection, log_level: int = logging.INFO) -> 
     logging.basicConfig(level=log_level, format="%(asctime)s child %(levelname)s %(message)s")
     # Ctrl-C reaches the whole process group; the parent decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    child = _Child(cfg, conn)
+    child = _Child(cfg, conn, followers=_followers(cfg, log_level))
     try:
         child.send(child.load())
     except Exception as exc:
         code = exc.code if isinstance(exc, _LoadError) else FailureCode.ENGINE_ERROR
         log.exception("model load failed")
         child.send(Failed("", code, f"{type(exc).__name__}: {exc}"[:1000], retryable=True))
+        _stop_ranks(child, clean=False)
         sys.exit(1)
-    while not child.shutdown:
+    try:
+        _serve(child)
+    except Exception:  # a collective failed while idle: a rank is gone
+        log.exception("the parallel ranks are out of step")
+        child.broken = True
+    child.drain()
+    _stop_ranks(child, clean=not child.broken)
+    if child.broken:
+        sys.exit(1)
+
+
+def _serve(child: _Child) -> None:
+    while not child.shutdown and not child.broken:
         msg = child.next_message()
         if isinstance(msg, Shutdown):
             break
@@ -379,5 +443,29 @@ def child_main(cfg: Config, conn: Connection, log_level: int = logging.INFO) -> 
             ended = child.run_job(msg)
             if ended is not None:
                 child.send(ended)
+        elif child.link is not None:
+            child.link.idle()  # keeps the other ranks' wait for a command short
         # Cancel while idle is stale (its job already ended); anything else is ignored.
-    child.drain()
+
+
+def _followers(cfg: Config, log_level: int) -> Followers | None:
+    """Ranks 1..N-1 of a parallel worker (not started yet); None for one rank."""
+    if not cfg.worker.parallel:
+        return None
+    from cinecloud.workers.ranks import Followers, worker_plan
+
+    return Followers(cfg, log_level) if worker_plan(cfg).world_size > 1 else None
+
+
+def _stop_ranks(child: _Child, *, clean: bool) -> None:
+    """End ranks 1..N-1: told to shut down when they are in step, else killed."""
+    if child.followers is None:
+        return
+    grace = child.cfg.worker.cancel_grace_s
+    if clean and child.link is not None:
+        try:
+            child.link.shutdown()
+        except Exception:
+            log.exception("could not tell the ranks to stop")
+            grace = 0.0
+    child.followers.stop(grace if clean else 0.0)

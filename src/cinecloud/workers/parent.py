@@ -394,7 +394,9 @@ class Worker:
                 stopped = active.cancel.is_set() or (
                     isinstance(msg, Failed) and msg.code == FailureCode.CANCELED
                 )
-                return (None if stopped else msg), False
+                # A parallel engine that lost a rank reports it, then is replaced.
+                lost = isinstance(msg, Failed) and msg.code == FailureCode.WORKER_CRASHED
+                return (None if stopped else msg), lost
             elif isinstance(msg, Done | Failed) and self._is_next(msg.job_id):
                 self._early[msg.job_id] = msg
 
