@@ -21,6 +21,7 @@ it starts the other ranks, hands each job to them, and fails the job as retryabl
 from __future__ import annotations
 
 import collections
+import dataclasses
 import importlib
 import logging
 import multiprocessing
@@ -299,7 +300,8 @@ class _Child:
                 log.exception("job %s: a rank was lost", job.job_id)
                 self.broken = True
                 message = f"a parallel rank was lost: {type(exc).__name__}: {exc}"
-                return _failed(job, FailureCode.WORKER_CRASHED, message, retryable=True)
+                failed = _failed(job, FailureCode.WORKER_CRASHED, message, retryable=True)
+                return dataclasses.replace(failed, engine_exits=True)
             if self._cancel:
                 return _failed(job, FailureCode.CANCELED, "canceled")
             log.exception("job %s failed", job.job_id)

@@ -143,6 +143,9 @@ class Failed:
     code: str
     message: str
     retryable: bool = False
+    # The engine process ends after this report (a parallel engine that lost a rank),
+    # so the parent replaces it.
+    engine_exits: bool = False
 
 
 @dataclass(frozen=True)

@@ -395,7 +395,7 @@ class Worker:
                     isinstance(msg, Failed) and msg.code == FailureCode.CANCELED
                 )
                 # A parallel engine that lost a rank reports it, then is replaced.
-                lost = isinstance(msg, Failed) and msg.code == FailureCode.WORKER_CRASHED
+                lost = isinstance(msg, Failed) and msg.engine_exits
                 return (None if stopped else msg), lost
             elif isinstance(msg, Done | Failed) and self._is_next(msg.job_id):
                 self._early[msg.job_id] = msg
