@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -15,12 +13,11 @@ import pytest
 from cinecloud.config import EngineConfig, repo_root
 from cinecloud.engine.registry import GenerationParams, ModelSpec, default_registry
 from cinecloud.engine.runner import Cancelled, Runner, RunResult, StepInfo
+from tests.scripts import load_script
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytestmark = pytest.mark.integration
-
-SCRIPT = repo_root() / "scripts" / "make_tiny_models.py"
 
 
 @dataclass(frozen=True)
@@ -43,18 +40,10 @@ CASES = [
 ]
 
 
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_tiny_models", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
-    script = _load_script()
+    script = load_script("scripts/make_tiny_models.py")
     for case in CASES:
         script.build(case.name, root / f"tiny-{case.name}")
     return root

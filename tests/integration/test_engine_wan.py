@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
-from cinecloud.config import EngineConfig, repo_root
+from cinecloud.config import EngineConfig
 from cinecloud.engine.registry import (
     GenerationParams,
     ModelNotInstalled,
@@ -23,26 +21,17 @@ from cinecloud.engine.registry import (
     default_registry,
 )
 from cinecloud.engine.runner import Cancelled, Runner, RunResult, StepInfo
+from tests.scripts import load_script
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytestmark = pytest.mark.integration
 
-SCRIPT = repo_root() / "scripts" / "make_tiny_wan.py"
-
-
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_tiny_wan", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
-    _load_script().build_tiny_wan(root / "tiny-wan")
+    load_script("scripts/make_tiny_wan.py").build_tiny_wan(root / "tiny-wan")
     return root
 
 

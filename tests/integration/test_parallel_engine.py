@@ -8,12 +8,10 @@ that with one rank in this process: latents and decoded video within float32 rou
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -22,12 +20,12 @@ import pytest
 from cinecloud.config import repo_root
 from cinecloud.engine.parallel import ParallelPlan, check_plan_for_model, parse_plan
 from cinecloud.engine.registry import GenerationParams
+from tests.scripts import load_script
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytestmark = pytest.mark.integration
 
-SCRIPT = repo_root() / "scripts" / "make_tiny_models.py"
 # float32 rounding: the split changes the order of sums, never the maths.
 LATENT_TOL = 1e-4
 VIDEO_TOL = 1e-4
@@ -79,18 +77,10 @@ def params(model: Model) -> GenerationParams:
     )
 
 
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_tiny_models", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
-    _load_script().build("ltx", root / "tiny-ltx")
+    load_script("scripts/make_tiny_models.py").build("ltx", root / "tiny-ltx")
     (root / "tiny-wan").symlink_to(repo_root() / "models" / "tiny-wan", target_is_directory=True)
     return root
 
