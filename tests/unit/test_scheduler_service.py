@@ -13,6 +13,7 @@ from cinecloud.scheduler import (
     job_work,
     parse_service_models,
     speedup,
+    with_alpha,
 )
 
 TABLE: dict[str, Any] = {
@@ -81,3 +82,24 @@ def test_service_seconds_divide_work_by_the_speedup() -> None:
 def test_bad_tables_are_refused(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_service_models(data)
+
+
+def test_with_alpha_sets_a_family_and_its_source() -> None:
+    data = with_alpha(TABLE, "fast", 0.07, "H200 x4, 2026-12-03")
+    models = parse_service_models(data)
+    assert models.get("fast").alpha == 0.07
+    assert models.get("fast").alpha_source == "H200 x4, 2026-12-03"
+    assert models.get("fast").seconds_per_unit == 1e-9  # kept
+    assert TABLE["families"]["fast"]["alpha"] == 0.1  # the input is not changed
+
+
+def test_with_alpha_adds_a_family_from_the_default() -> None:
+    models = parse_service_models(with_alpha(TABLE, "new", 0.2, "measured"))
+    assert models.get("new").alpha == 0.2
+    assert models.get("new").seconds_per_unit == models.default.seconds_per_unit
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.2])
+def test_with_alpha_refuses_an_alpha_outside_the_range(alpha: float) -> None:
+    with pytest.raises(ValueError, match="alpha"):
+        with_alpha(TABLE, "fast", alpha, "measured")

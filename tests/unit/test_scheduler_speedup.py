@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from cinecloud.scheduler import AlphaFitError, Measurement, fit_alpha, service_time, speedup
+from cinecloud.scheduler import (
+    AlphaFitError,
+    Measurement,
+    fit_alpha,
+    parse_measurement,
+    service_time,
+    speedup,
+)
 
 
 @pytest.mark.parametrize(
@@ -89,3 +96,16 @@ def test_fit_refuses_too_few_or_inconsistent_points(
 def test_fit_clips_noise_just_outside_the_range() -> None:
     # a hair faster than linear: within the tolerance, so a perfect split
     assert fit_alpha([Measurement(1, 100.0), Measurement(2, 49.5)]) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1=49.6", Measurement(1, 49.6)), ("8=7", Measurement(8, 7.0))]
+)
+def test_parse_measurement(text: str, expected: Measurement) -> None:
+    assert parse_measurement(text) == expected
+
+
+@pytest.mark.parametrize("text", ["2", "2:27.1", "two=3", "2=fast", ""])
+def test_parse_measurement_refuses_other_forms(text: str) -> None:
+    with pytest.raises(AlphaFitError, match="RANKS=SECONDS"):
+        parse_measurement(text)

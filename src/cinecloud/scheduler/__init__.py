@@ -27,11 +27,13 @@ from cinecloud.scheduler.service import (
     job_work,
     load_service_models,
     parse_service_models,
+    with_alpha,
 )
 from cinecloud.scheduler.speedup import (
     AlphaFitError,
     Measurement,
     fit_alpha,
+    parse_measurement,
     service_time,
     speedup,
 )
@@ -58,7 +60,9 @@ __all__ = [
     "lease_order",
     "load_service_models",
     "order",
+    "parse_measurement",
     "parse_service_models",
     "service_time",
     "speedup",
+    "with_alpha",
 ]

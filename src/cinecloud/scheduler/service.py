@@ -26,6 +26,7 @@ __all__ = [
     "job_work",
     "load_service_models",
     "parse_service_models",
+    "with_alpha",
 ]
 
 DEFAULT_TABLE = Path(__file__).with_name("alpha.json")
@@ -120,6 +121,24 @@ def parse_service_models(data: Mapping[str, Any]) -> ServiceModels:
         families={name: _family(name, entry) for name, entry in families.items()},
         default=_family("default", data["default"]),
     )
+
+
+def with_alpha(data: Mapping[str, Any], family: str, alpha: float, source: str) -> dict[str, Any]:
+    """A copy of the table's JSON form with ``family``'s ``alpha`` and its source set.
+
+    A family not in the table starts from the ``default`` entry's numbers.
+    """
+    FamilyModel(alpha=alpha, seconds_per_unit=1.0)  # refuses an alpha outside [0, 1]
+    table = parse_service_models(data)  # refuses a malformed table
+    families = {name: dict(entry) for name, entry in data.get("families", {}).items()}
+    if family not in families:
+        base = table.default
+        families[family] = {
+            "seconds_per_unit": base.seconds_per_unit,
+            "unit_source": base.unit_source,
+        }
+    families[family].update(alpha=alpha, alpha_source=source)
+    return {**data, "families": families}
 
 
 def load_service_models(path: Path | None = None) -> ServiceModels:

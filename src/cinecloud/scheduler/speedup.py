@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["AlphaFitError", "Measurement", "fit_alpha", "service_time", "speedup"]
+__all__ = [
+    "AlphaFitError",
+    "Measurement",
+    "fit_alpha",
+    "parse_measurement",
+    "service_time",
+    "speedup",
+]
 
 
 class AlphaFitError(ValueError):
@@ -30,6 +37,17 @@ class Measurement:
 
     ranks: int
     seconds: float
+
+
+def parse_measurement(text: str) -> Measurement:
+    """``"RANKS=SECONDS"`` (e.g. ``"2=27.1"``) to a :class:`Measurement`."""
+    ranks, sep, seconds = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return Measurement(int(ranks), float(seconds))
+    except ValueError:
+        raise AlphaFitError(f"a timing is RANKS=SECONDS, e.g. 2=27.1 (got {text!r})") from None
 
 
 def _check_alpha(alpha: float) -> None:
