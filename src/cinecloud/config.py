@@ -30,6 +30,7 @@ __all__ = [
     "DeliveryConfig",
     "EngineConfig",
     "QueueConfig",
+    "SchedulerConfig",
     "ServerConfig",
     "StorageConfig",
     "WorkerConfig",
@@ -89,6 +90,16 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class SchedulerConfig:
+    # A queued job waiting this long goes to the next worker that may run it, first.
+    aging_s: float = 300.0
+    # The widest parallel degree a request may ask for (a power of two).
+    max_parallel: int = 8
+    # Queued jobs a lease weighs: this many by priority, and as many of the oldest.
+    candidates: int = 32
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     max_prompt_chars: int = 2000
     max_body_bytes: int = 20 * 1024 * 1024
@@ -141,6 +152,7 @@ class Config:
     api: ApiConfig
     engine: EngineConfig
     worker: WorkerConfig
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
     def redacted(self) -> dict[str, Any]:
         """A plain dict for display, with secrets masked."""
@@ -195,6 +207,12 @@ class _Queue(BaseModel):
     sweep_interval_s: float = Field(1.0, gt=0)
     lease_long_poll_s: float = Field(2.0, ge=0)
     job_ttl_s: int = Field(7 * 24 * 3600, gt=0)
+
+
+class _Scheduler(BaseModel):
+    aging_s: float = Field(300.0, gt=0)
+    max_parallel: int = Field(8, ge=1, le=1024)
+    candidates: int = Field(32, ge=1, le=10_000)
 
 
 class _Api(BaseModel):
@@ -263,6 +281,7 @@ class Settings(BaseSettings):
     storage: _Storage = _Storage()
     delivery: _Delivery = _Delivery()
     queue: _Queue = _Queue()
+    scheduler: _Scheduler = _Scheduler()
     api: _Api = _Api()
     engine: _Engine = _Engine()
     worker: _Worker = _Worker()
@@ -316,6 +335,7 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             upload_ttl_s=s.delivery.upload_ttl_s,
         ),
         queue=QueueConfig(**s.queue.model_dump()),
+        scheduler=SchedulerConfig(**s.scheduler.model_dump()),
         api=ApiConfig(**s.api.model_dump()),
         engine=EngineConfig(
             models_dir=s.engine.models_dir or repo_root() / "models",

@@ -146,3 +146,6 @@ def test_cancel_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
         assert max(e.get("step", 0) for e in stopped.events) < JOB["steps"]  # type: ignore[operator]
         assert [p.pid for p in _followers(worker_pid)] == ranks
         assert cp.job(done).attempt == 1
+        # the scheduler learns the worker's width at register and at every lease
+        assert next(iter(cp.workers.values()))["width"] == 2
+        assert cp.lease_widths and set(cp.lease_widths) == {2}

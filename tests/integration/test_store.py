@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 from sqlalchemy import inspect
@@ -12,6 +12,7 @@ from cinecloud.jobs import (
     AccountStore,
     ArtifactRecord,
     InvalidTransition,
+    JobRecord,
     JobStore,
     LeaseLost,
     NewJob,
@@ -21,6 +22,7 @@ from cinecloud.jobs import (
     migrate,
 )
 from cinecloud.jobs.tables import metadata
+from cinecloud.scheduler import PlacementPolicy, lease_order, load_service_models
 from cinecloud.testing.clock import FakeClock
 
 MODEL = "cinecloud/tiny-wan"
@@ -248,3 +250,87 @@ def test_concurrent_leases_never_double_claim(db_url: str) -> None:
         th.join()
     engine.dispose()
     assert sorted(got) == sorted(created)
+
+
+def test_lease_keeps_a_requested_degree_to_its_width(
+    stores: tuple[JobStore, AccountStore], clock: FakeClock
+) -> None:
+    jobs, accounts = stores
+    a = accounts.ensure_tenant("a").id
+    wide, _ = jobs.create_job(_new(a, parallel=2))
+    clock.advance(1)
+    one, _ = jobs.create_job(_new(a, parallel=1))
+    clock.advance(1)
+    free, _ = jobs.create_job(_new(a))
+    assert jobs.get_job(wide.id).parallel == 2 and jobs.get_job(free.id).parallel is None
+    narrow = [j.id for j in jobs.lease("w1", [MODEL], ttl_s=5, max_jobs=5, width=1)]
+    assert narrow == [one.id, free.id]
+    assert jobs.lease("w4", [MODEL], ttl_s=5, width=4) == []
+    (got,) = jobs.lease("w2", [MODEL], ttl_s=5, width=2)
+    assert got.id == wide.id and got.lease_owner == "w2"
+
+
+def test_lease_order_chooses_among_the_first_and_the_oldest(
+    stores: tuple[JobStore, AccountStore], clock: FakeClock
+) -> None:
+    jobs, accounts = stores
+    a = accounts.ensure_tenant("a").id
+    old, _ = jobs.create_job(_new(a))
+    clock.advance(1)
+    urgent = []
+    for _ in range(4):
+        urgent.append(jobs.create_job(_new(a, priority=5))[0].id)
+        clock.advance(1)
+    seen: list[list[str]] = []
+
+    def pick_old(candidates: Sequence[JobRecord], now: float) -> list[str]:
+        seen.append(sorted(j.id for j in candidates))
+        assert now == clock()
+        return ["video_unknown", old.id, urgent[3]]
+
+    leased = jobs.lease("w", [MODEL], ttl_s=5, max_jobs=1, order=pick_old, candidates=2)
+    # two by priority and the two oldest: the old low-priority job is among them
+    assert seen == [sorted([*urgent[:2], old.id])]
+    assert [j.id for j in leased] == [old.id]
+    two = jobs.lease("w", [MODEL], ttl_s=5, max_jobs=2, order=pick_old, candidates=8)
+    assert [j.id for j in two] == [urgent[3]]  # the unknown id and the leased one drop out
+
+
+def test_concurrent_placed_leases_never_double_claim(db_url: str) -> None:
+    """Workers of widths 1 and 2 lease through the placement policy at once."""
+    import time
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    jobs = JobStore(engine, clock=time.time)
+    tenant = AccountStore(engine, clock=time.time).ensure_tenant("a").id
+    degrees: dict[str, int | None] = {}
+    for i in range(40):
+        degree = (None, 1, 2)[i % 3]
+        size = ("64x64", "128x128", "256x256")[i % 4 % 3]
+        degrees[jobs.create_job(_new(tenant, parallel=degree, size=size))[0].id] = degree
+    models = load_service_models()
+    policy = PlacementPolicy(aging_s=300.0)
+    got: dict[str, list[int]] = {}
+    lock = threading.Lock()
+
+    def worker(name: str, width: int) -> None:
+        order = lease_order(width, policy, models, lambda _model: "wan-t2v")
+        while True:
+            leased = jobs.lease(name, [MODEL], ttl_s=30, width=width, order=order, candidates=8)
+            if not leased:
+                return
+            with lock:
+                for j in leased:
+                    got.setdefault(j.id, []).append(width)
+
+    widths = (1, 1, 2, 2)
+    threads = [threading.Thread(target=worker, args=(f"w{i}", w)) for i, w in enumerate(widths)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    engine.dispose()
+    assert sorted(got) == sorted(degrees)
+    assert all(len(ws) == 1 for ws in got.values())
+    assert all(degrees[j] in (None, ws[0]) for j, ws in got.items())

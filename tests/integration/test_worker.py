@@ -241,6 +241,8 @@ def test_job_completes_with_artifacts_and_progress(
     assert stages_seen.index("render") < stages_seen.index("upload")
     assert not (cfg.worker.work_dir / first).exists()
     assert next(iter(cp.workers.values()))["models"] == ["cinecloud/tiny-wan"]
+    assert next(iter(cp.workers.values()))["width"] == 1
+    assert cp.lease_widths and set(cp.lease_widths) == {1}
 
 
 @pytest.mark.parametrize(("overlap", "steps"), [(True, 4), (True, 1), (False, 4)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "DeletedVideo",
@@ -39,6 +39,18 @@ class VideoCreate(BaseModel):
     step_cache: str | None = None
     priority: int = Field(0, ge=-100, le=100)
     metadata: dict[str, str] | None = Field(None, max_length=16)
+    # ranks to run on (1, 2, 4, ...); None: the scheduler decides
+    parallel: int | None = None
+
+    @field_validator("parallel", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        """A whole number, as a JSON integer or a form field's digits; nothing else."""
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ValueError(f"parallel must be a whole number (got {value!r})")
 
 
 class VideoError(BaseModel):
@@ -77,6 +89,7 @@ class VideoObject(BaseModel):
     negative_prompt: str
     step_cache: str = "off"
     priority: int
+    parallel: int | None = None
     attempts: int
     metadata: dict[str, str] | None = None
 

@@ -12,6 +12,7 @@ from fastapi import Request
 from cinecloud.config import Config
 from cinecloud.engine.registry import Registry
 from cinecloud.jobs import AccountStore, ApiKeyRecord, JobStore, WorkerStore
+from cinecloud.scheduler import ServiceModels, load_service_models
 from cinecloud.storage import BlobStore
 from cinecloud.telemetry import Metrics
 
@@ -98,6 +99,8 @@ class AppState:
     # ... and when a job event was appended here (wakes SSE streams).
     events: JobNotifier = field(default_factory=JobNotifier)
     key_cache: KeyCache = field(default_factory=KeyCache)
+    # Service-time numbers per model family (scheduler/alpha.json).
+    service: ServiceModels = field(default_factory=load_service_models)
 
 
 def get_state(request: Request) -> AppState:

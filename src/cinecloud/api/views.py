@@ -6,9 +6,11 @@ from typing import Any
 
 from cinecloud.api.state import AppState
 from cinecloud.delivery import signed_url
+from cinecloud.engine.registry import UnknownModel
 from cinecloud.jobs import JobRecord
+from cinecloud.scheduler import job_shape
 
-__all__ = ["ARTIFACT_FOR_VARIANT", "artifact_url", "video_object"]
+__all__ = ["ARTIFACT_FOR_VARIANT", "artifact_url", "queued_estimate", "video_object"]
 
 # The OpenAI SDK's variant names (plus ``poster``) and the files that carry them.
 ARTIFACT_FOR_VARIANT = {
@@ -35,6 +37,19 @@ def _outputs(state: AppState, job: JobRecord) -> dict[str, str] | None:
     }
 
 
+def queued_estimate(state: AppState, job: JobRecord) -> float | None:
+    """A queued job's estimated run time (the service-time model, on the ranks it asked
+    for or on one); None for other jobs, whose worker reports ``eta_s`` itself."""
+    if job.status != "queued":
+        return None
+    try:
+        family = state.registry.get(job.model).family
+    except UnknownModel:
+        return None
+    seconds = state.service.service_s(family, job_shape(job), job.parallel or 1)
+    return round(seconds, 3)
+
+
 def video_object(state: AppState, job: JobRecord, queue_position: int | None) -> dict[str, Any]:
     p = job.params
     error = (
@@ -59,7 +74,7 @@ def video_object(state: AppState, job: JobRecord, queue_position: int | None) ->
         "stage": job.stage,
         "step": job.step,
         "total_steps": job.total_steps,
-        "eta_s": job.eta_s,
+        "eta_s": job.eta_s if job.eta_s is not None else queued_estimate(state, job),
         "queue_position": queue_position,
         "timings": job.timings,
         # where and how it ran: device, dtype and the memory plan (offload, VAE tiling)
@@ -74,6 +89,7 @@ def video_object(state: AppState, job: JobRecord, queue_position: int | None) ->
         "negative_prompt": p["negative_prompt"],
         "step_cache": p.get("step_cache", "off"),
         "priority": job.priority,
+        "parallel": job.parallel,
         "attempts": job.attempts,
         "metadata": job.metadata,
     }

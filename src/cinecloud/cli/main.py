@@ -158,6 +158,38 @@ def models(config: ConfigOpt = None) -> None:
     out.print(table)
 
 
+@app.command("fit-alpha")
+def fit_alpha_cmd(
+    family: Annotated[str, typer.Argument(help="model family, e.g. wan-t2v")],
+    timings: Annotated[
+        list[str], typer.Argument(help="RANKS=SECONDS timings of one video, e.g. 1=60 2=33 4=19")
+    ],
+    source: Annotated[
+        str, typer.Option(help="where the timings come from (stored with alpha)")
+    ] = "measured",
+    table: Annotated[
+        Path | None, typer.Option(help="service-time table (default: the shipped alpha.json)")
+    ] = None,
+    write: Annotated[bool, typer.Option(help="store the fitted alpha in the table")] = False,
+) -> None:
+    """Fit the speed-up parameter alpha of S(N) = N / (1 + alpha (N - 1)) from timings."""
+    from cinecloud.scheduler import AlphaFitError, fit_alpha, parse_measurement, speedup
+    from cinecloud.scheduler.service import DEFAULT_TABLE, with_alpha
+
+    try:
+        alpha = fit_alpha([parse_measurement(t) for t in timings])
+    except AlphaFitError as exc:
+        raise _fail(str(exc), 2) from None
+    widths = ", ".join(f"S({n}) = {speedup(n, alpha):.2f}" for n in (2, 4, 8))
+    out.print(f"{family}: alpha = {alpha:.4f} ({widths})")
+    if write:
+        path = table or DEFAULT_TABLE
+        data = json.loads(path.read_text(encoding="utf-8"))
+        updated = with_alpha(data, family, round(alpha, 4), source)
+        path.write_text(json.dumps(updated, indent=2) + "\n", encoding="utf-8")
+        out.print(f"stored in {path}")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

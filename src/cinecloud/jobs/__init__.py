@@ -14,7 +14,7 @@ from cinecloud.jobs.records import (
     TenantRecord,
     WorkerRecord,
 )
-from cinecloud.jobs.store import JobStore, NewJob, request_hash
+from cinecloud.jobs.store import JobStore, LeaseOrder, NewJob, request_hash
 
 __all__ = [
     "TERMINAL",
@@ -28,6 +28,7 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "LeaseLost",
+    "LeaseOrder",
     "NewJob",
     "NotFound",
     "ReusedIdempotencyKey",

@@ -126,6 +126,7 @@ class JobRecord:
     gpu_seconds: float | None = None
     engine: dict[str, Any] | None = None
     request_hash: str | None = None
+    parallel: int | None = None
     artifacts: tuple[ArtifactRecord, ...] = field(default=())
 
     @classmethod

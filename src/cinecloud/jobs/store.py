@@ -29,10 +29,13 @@ from cinecloud.jobs.records import (
     new_id,
 )
 
-__all__ = ["JobStore", "NewJob", "request_hash"]
+__all__ = ["JobStore", "LeaseOrder", "NewJob", "request_hash"]
 
 Clock = Callable[[], float]
 IdFactory = Callable[[str], str]
+#: Ranks queued candidates for a leasing worker: ``(candidates, now)`` to job ids, best
+#: first (the scheduler's placement policy). Ids not among the candidates are ignored.
+LeaseOrder = Callable[[Sequence[JobRecord], float], Sequence[str]]
 
 
 def request_hash(body: dict[str, Any]) -> str:
@@ -56,6 +59,7 @@ class NewJob:
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        parallel: int | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.model = model
@@ -68,6 +72,7 @@ class NewJob:
         self.metadata = metadata
         self.idempotency_key = idempotency_key
         self.request_hash = request_hash
+        self.parallel = parallel
 
 
 class JobStore:
@@ -161,6 +166,7 @@ class JobStore:
                         size=new.size,
                         seed=new.seed,
                         priority=new.priority,
+                        parallel=new.parallel,
                         metadata=new.metadata,
                         idempotency_key=new.idempotency_key,
                         request_hash=new.request_hash,
@@ -309,51 +315,74 @@ class JobStore:
     # ------------------------------------------------------------ worker side
 
     def lease(
-        self, worker_id: str, models: Sequence[str], *, ttl_s: float, max_jobs: int = 1
+        self,
+        worker_id: str,
+        models: Sequence[str],
+        *,
+        ttl_s: float,
+        max_jobs: int = 1,
+        width: int = 1,
+        order: LeaseOrder | None = None,
+        candidates: int = 32,
     ) -> list[JobRecord]:
-        """Claim up to ``max_jobs`` queued jobs for ``worker_id``.
+        """Claim up to ``max_jobs`` queued jobs for ``worker_id``, a worker of ``width`` ranks.
 
-        PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent workers never block
-        one another. SQLite: the whole claim is one ``BEGIN IMMEDIATE`` write.
+        Only jobs that asked for no parallel degree or for ``width`` qualify. Without
+        ``order`` the first by priority then age are claimed; with it, up to
+        ``candidates`` jobs by priority and as many of the oldest are read and ``order``
+        picks among them. PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent workers
+        never block one another. SQLite: the whole claim is one ``BEGIN IMMEDIATE`` write.
         """
         if not models or max_jobs < 1:
             return []
         c = t.jobs.c
-        q = (
+        queued = (
             select(t.jobs)
             .where(
                 c.status == JobStatus.QUEUED.value,
                 c.model.in_(list(models)),
                 c.deleted_at.is_(None),
+                or_(c.parallel.is_(None), c.parallel == width),
             )
-            .order_by(c.priority.desc(), c.created_at, c.id)
-            .limit(max_jobs)
             .with_for_update(skip_locked=True)
         )
+        by_priority = queued.order_by(c.priority.desc(), c.created_at, c.id)
         leased: list[JobRecord] = []
         with write_tx(self.engine) as conn:
             now = self.clock()
-            for row in conn.execute(q).mappings().all():
-                lease_id = self.ids("lse")
-                attempt = row["attempts"] + 1
-                self._set_status(
-                    conn,
-                    row,
-                    Action.LEASE,
-                    {
-                        "lease_id": lease_id,
-                        "lease_owner": worker_id,
-                        "lease_expires_at": now + ttl_s,
-                        "attempts": attempt,
-                        "started_at": now,
-                        "stage": "queued",
-                        "error_code": None,
-                        "error_message": None,
-                    },
-                    {"worker_id": worker_id, "attempt": attempt},
-                )
-                leased.append(self._record(conn, self._job_row(conn, row["id"])))
+            if order is None:
+                rows: list[Any] = list(conn.execute(by_priority.limit(max_jobs)).mappings())
+            else:
+                found: dict[str, Any] = {}
+                for q in (by_priority, queued.order_by(c.created_at, c.id)):
+                    found.update((r["id"], r) for r in conn.execute(q.limit(candidates)).mappings())
+                ranked = order([JobRecord.from_row(r) for r in found.values()], now)
+                rows = [found[i] for i in ranked if i in found][:max_jobs]
+            for row in rows:
+                leased.append(self._claim(conn, row, worker_id, now, ttl_s))
         return leased
+
+    def _claim(
+        self, conn: Connection, row: Any, worker_id: str, now: float, ttl_s: float
+    ) -> JobRecord:
+        attempt = row["attempts"] + 1
+        self._set_status(
+            conn,
+            row,
+            Action.LEASE,
+            {
+                "lease_id": self.ids("lse"),
+                "lease_owner": worker_id,
+                "lease_expires_at": now + ttl_s,
+                "attempts": attempt,
+                "started_at": now,
+                "stage": "queued",
+                "error_code": None,
+                "error_message": None,
+            },
+            {"worker_id": worker_id, "attempt": attempt},
+        )
+        return self._record(conn, self._job_row(conn, row["id"]))
 
     def _held(self, conn: Connection, job_id: str, lease_id: str) -> Any:
         row = self._job_row(conn, job_id)
@@ -489,7 +518,7 @@ class JobStore:
                 conn,
                 row,
                 Action.REQUEUE,
-                {**_CLEAR_LEASE, **err, "stage": None, "step": None, "progress": 0},
+                {**_CLEAR_LEASE, **err, "stage": None, "step": None, "progress": 0, "eta_s": None},
                 {"code": code, "message": message, "attempt": row["attempts"]},
             )
         else:

@@ -60,6 +60,8 @@ jobs = Table(
     Column("size", String(32), nullable=False),
     Column("seed", BigInteger, nullable=False),
     Column("priority", Integer, nullable=False, server_default="0"),
+    # the parallel degree (ranks) the request asked for; NULL: the scheduler decides
+    Column("parallel", Integer, nullable=True),
     Column("metadata", JSON, nullable=True),
     Column("idempotency_key", String(255), nullable=True),
     Column("request_hash", String(64), nullable=True),

@@ -79,6 +79,7 @@ class FakeControlPlane:
         self.jobs: dict[str, FakeJob] = {}
         self.workers: dict[str, dict[str, Any]] = {}
         self.heartbeats = 0
+        self.lease_widths: list[int] = []  # the ``width`` of every lease call
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
         self._closing = False
@@ -174,6 +175,8 @@ class FakeControlPlane:
 
     def lease(self, body: dict[str, Any]) -> dict[str, Any]:
         models = set(body.get("models", []))
+        with self._cond:
+            self.lease_widths.append(int(body.get("width", 1)))
         deadline = time.monotonic() + float(body.get("wait_s", 0))
         with self._cond:
             while True:

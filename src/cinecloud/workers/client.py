@@ -163,13 +163,21 @@ class ControlPlaneClient:
         )
 
     def lease(
-        self, worker_id: str, models: Iterable[str], *, max_jobs: int = 1, wait_s: float = 10.0
+        self,
+        worker_id: str,
+        models: Iterable[str],
+        *,
+        max_jobs: int = 1,
+        wait_s: float = 10.0,
+        width: int = 1,
     ) -> list[RunJob]:
+        """Ask for jobs for a worker of ``width`` ranks (the scheduler places by width)."""
         body = {
             "worker_id": worker_id,
             "models": list(models),
             "max_jobs": max_jobs,
             "wait_s": wait_s,
+            "width": width,
         }
         data = self._post("internal/v1/leases", body, timeout_s=wait_s + self._timeout_s)
         return [_run_job(item) for item in data.get("jobs", ())]

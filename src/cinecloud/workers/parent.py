@@ -198,10 +198,17 @@ class Worker:
             "device": self._ready.device,
             "gpus": [asdict(g) for g in self._ready.gpus],
             "models": list(self._ready.models),
+            "width": self._width(),
             "hostname": hostname,
             "pid": os.getpid(),
         }
         return self._cfg.worker.name or f"{hostname}-{os.getpid()}", capabilities
+
+    def _width(self) -> int:
+        """The worker's ranks (``worker.parallel``): the scheduler places jobs by it."""
+        from cinecloud.workers.ranks import worker_plan
+
+        return worker_plan(self._cfg).world_size
 
     def _register(self) -> bool:
         name, capabilities = self._identity()
@@ -230,7 +237,9 @@ class Worker:
                 return 0 if self._stop.is_set() else 1
             assert self._ready is not None
             try:
-                jobs = self._client.lease(self._worker_id, self._ready.models, wait_s=wait_s)
+                jobs = self._client.lease(
+                    self._worker_id, self._ready.models, wait_s=wait_s, width=self._width()
+                )
             except (Unreachable, ControlPlaneError) as exc:
                 log.warning("lease failed: %s", exc)
                 self._stop.wait(_RETRY_PAUSE_S)
@@ -305,7 +314,9 @@ class Worker:
             return
         assert self._worker_id is not None and self._ready is not None and self._child
         try:
-            jobs = self._client.lease(self._worker_id, self._ready.models, wait_s=0.0)
+            jobs = self._client.lease(
+                self._worker_id, self._ready.models, wait_s=0.0, width=self._width()
+            )
         except (Unreachable, ControlPlaneError) as exc:
             log.warning("lease ahead failed: %s", exc)
             return

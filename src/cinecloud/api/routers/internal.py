@@ -16,7 +16,8 @@ from cinecloud.api.errors import ApiError
 from cinecloud.api.state import AppState, get_state
 from cinecloud.api.views import artifact_url
 from cinecloud.delivery import SignatureExpired, SignatureInvalid, sign, verify
-from cinecloud.jobs import ArtifactRecord, JobRecord, LeaseLost, NotFound
+from cinecloud.jobs import ArtifactRecord, JobRecord, LeaseLost, LeaseOrder, NotFound
+from cinecloud.scheduler import PlacementPolicy, lease_order
 from cinecloud.storage import InvalidKey, blob_key, validate_content_type
 
 __all__ = ["router", "upload_router"]
@@ -48,6 +49,8 @@ class LeaseRequest(BaseModel):
     models: list[str]
     max_jobs: int = Field(1, ge=1, le=64)
     wait_s: float = Field(0.0, ge=0, le=60)
+    # the worker's ranks: one video across this many GPUs (worker.parallel)
+    width: int = Field(1, ge=1, le=1024)
 
 
 class Events(BaseModel):
@@ -132,14 +135,32 @@ async def heartbeat(worker_id: str, body: Heartbeat, state: State) -> dict[str, 
     return {"cancel": lost, "lease_ttl_s": ttl}
 
 
+def _placement(state: AppState, width: int) -> LeaseOrder:
+    """The scheduler's placement policy for a worker of ``width`` ranks."""
+    s = state.cfg.scheduler
+    policy = PlacementPolicy(aging_s=s.aging_s, max_parallel=s.max_parallel)
+
+    def family_of(model: str) -> str:
+        return state.registry.get(model).family if model in state.registry else model
+
+    return lease_order(width, policy, state.service, family_of)
+
+
 @router.post("/leases")
 async def lease(body: LeaseRequest, state: State) -> dict[str, Any]:
     q = state.cfg.queue
     deadline = state.clock() + min(body.wait_s, q.lease_long_poll_s)
+    order = _placement(state, body.width)
     while True:
         jobs = await run_in_threadpool(
             lambda: state.jobs.lease(
-                body.worker_id, body.models, ttl_s=q.lease_ttl_s, max_jobs=body.max_jobs
+                body.worker_id,
+                body.models,
+                ttl_s=q.lease_ttl_s,
+                max_jobs=body.max_jobs,
+                width=body.width,
+                order=order,
+                candidates=state.cfg.scheduler.candidates,
             )
         )
         remaining = deadline - state.clock()

@@ -20,6 +20,7 @@ from cinecloud.api.views import ARTIFACT_FOR_VARIANT, artifact_url, video_object
 from cinecloud.engine.registry import ParamError, UnknownModel, resolve_params
 from cinecloud.jobs import InvalidTransition, JobRecord, NewJob, NotFound, ReusedIdempotencyKey
 from cinecloud.jobs import request_hash as hash_request
+from cinecloud.scheduler import InvalidParallel, check_parallel
 
 __all__ = ["router"]
 
@@ -93,12 +94,22 @@ async def _parse_create(request: Request, state: AppState) -> tuple[VideoCreate,
         err = exc.errors()[0]
         param = ".".join(str(p) for p in err["loc"]) or None
         code = "unknown_parameter" if err["type"] == "extra_forbidden" else "invalid_value"
+        if param == "parallel":
+            code = "invalid_parallel"
         raise ApiError(400, code, f"{param}: {err['msg']}", param) from None
 
 
-def _new_job(state: AppState, caller_tenant: str, body: VideoCreate, idem: str | None) -> NewJob:
-    prompt = body.prompt.strip()
-    if not prompt:
+def _check_parallel(state: AppState, degree: int | None) -> None:
+    if degree is None:
+        return
+    try:
+        check_parallel(degree, state.cfg.scheduler.max_parallel)
+    except InvalidParallel as exc:
+        raise ApiError(400, "invalid_parallel", str(exc), "parallel") from None
+
+
+def _check_prompts(state: AppState, body: VideoCreate) -> None:
+    if not body.prompt.strip():
         raise ApiError(400, "invalid_prompt", "prompt must not be empty", "prompt")
     limit = state.cfg.api.max_prompt_chars
     if len(body.prompt) > limit:
@@ -108,12 +119,17 @@ def _new_job(state: AppState, caller_tenant: str, body: VideoCreate, idem: str |
             f"prompt is {len(body.prompt)} characters; the limit is {limit}",
             "prompt",
         )
-    if body.negative_prompt and len(body.negative_prompt) > state.cfg.api.max_prompt_chars:
+    if body.negative_prompt and len(body.negative_prompt) > limit:
         raise ApiError(400, "prompt_too_long", "negative_prompt is too long", "negative_prompt")
+
+
+def _new_job(state: AppState, caller_tenant: str, body: VideoCreate, idem: str | None) -> NewJob:
+    _check_prompts(state, body)
     try:
         spec = state.registry.get(body.model)
     except UnknownModel as exc:
         raise ApiError(400, "model_not_found", str(exc.args[0]), "model") from None
+    _check_parallel(state, body.parallel)
     seed = body.seed if body.seed is not None else state.seeds()
     try:
         params = resolve_params(
@@ -156,6 +172,7 @@ def _new_job(state: AppState, caller_tenant: str, body: VideoCreate, idem: str |
         size=f"{params.width}x{params.height}",
         seed=seed,
         priority=body.priority,
+        parallel=body.parallel,
         metadata=body.metadata,
         idempotency_key=idem,
         request_hash=hash_request(body.model_dump()) if idem else None,
