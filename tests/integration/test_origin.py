@@ -1,8 +1,9 @@
 """The origin router over real HTTP (starlette TestClient) and a real LocalStore.
 
-Every HTTP test runs twice: once with the blob on local disk (served through
-FileResponse) and once through a store that has no local path (streamed from
-``store.open``), so both ways of sending agree.
+Every HTTP test runs three times: with the blob on local disk (served through
+FileResponse), through a store that has no local path (streamed from
+``store.open``), and from an S3 bucket on a real S3-protocol server (ranges fetched
+with ``open_range``), so all ways of sending agree.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from cinecloud.delivery import (
     parse_range,
     signed_url,
 )
-from cinecloud.storage import LocalStore
+from cinecloud.storage import BlobStore, LocalStore, open_store
+from cinecloud.testing.s3 import make_bucket, s3_test_config
 
 SECRET = "origin-test-secret"
 NOW = 1_700_000_000
@@ -52,10 +54,15 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["local", "streamed"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> LocalStore:
-    cls = LocalStore if request.param == "local" else RemoteLikeStore
-    store = cls(tmp_path / "blobs")
+@pytest.fixture(params=["local", "streamed", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    store: BlobStore
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        store = open_store(s3_test_config(endpoint, make_bucket(endpoint)))
+    else:
+        cls = LocalStore if request.param == "local" else RemoteLikeStore
+        store = cls(tmp_path / "blobs")
     store.put_bytes(KEY, PAYLOAD, "video/mp4")
     return store
 
@@ -66,7 +73,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def client(store: LocalStore, clock: Clock) -> Iterator[TestClient]:
+def client(store: BlobStore, clock: Clock) -> Iterator[TestClient]:
     app = FastAPI()
     app.include_router(create_origin_router(store, secret=SECRET, clock=clock))
     with TestClient(app) as client:
@@ -129,7 +136,7 @@ def test_head(client: TestClient) -> None:
     "content_type", ["text/plain", "application/vnd.apple.mpegurl", "text/plain; charset=latin-1"]
 )
 def test_content_type_is_sent_as_stored(
-    client: TestClient, store: LocalStore, content_type: str
+    client: TestClient, store: BlobStore, content_type: str
 ) -> None:
     key = "t/ten_1/v/video_1/other"
     store.put_bytes(key, b"hello", content_type)
@@ -140,7 +147,7 @@ def test_content_type_is_sent_as_stored(
 
 
 @pytest.mark.integration
-def test_empty_blob(client: TestClient, store: LocalStore) -> None:
+def test_empty_blob(client: TestClient, store: BlobStore) -> None:
     key = "t/ten_1/v/video_1/empty.bin"
     store.put_bytes(key, b"", "application/octet-stream")
     response = client.get(url(key))
@@ -238,7 +245,7 @@ def test_other_etag_gets_the_body(client: TestClient) -> None:
 
 
 @pytest.mark.integration
-def test_tampered_or_missing_signature(client: TestClient, store: LocalStore) -> None:
+def test_tampered_or_missing_signature(client: TestClient, store: BlobStore) -> None:
     store.put_bytes("t/ten_1/v/video_1/poster.jpg", b"jpeg", "image/jpeg")
     good = url()
     path, query = good.split("?")
@@ -268,7 +275,7 @@ def test_expired(client: TestClient, clock: Clock) -> None:
 
 
 @pytest.mark.integration
-def test_unknown_key(client: TestClient, store: LocalStore) -> None:
+def test_unknown_key(client: TestClient, store: BlobStore) -> None:
     assert_error(client.get(url("t/ten_1/v/video_1/missing.mp4")), 404, "not_found")
     assert_error(client.get(url("t/ten_1/v/video_1")), 404, "not_found")
     store.delete(KEY)

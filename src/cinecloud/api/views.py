@@ -7,6 +7,7 @@ from typing import Any
 from cinecloud.api.state import AppState
 from cinecloud.delivery import signed_url
 from cinecloud.jobs import JobRecord
+from cinecloud.storage import S3Store
 
 __all__ = ["ARTIFACT_FOR_VARIANT", "artifact_url", "video_object"]
 
@@ -20,7 +21,11 @@ ARTIFACT_FOR_VARIANT = {
 
 
 def artifact_url(state: AppState, key: str) -> str:
+    """A signed /cdn URL (origin or edge), or with ``delivery.serve_from = "bucket"`` a
+    presigned GET straight from the S3 bucket."""
     d = state.cfg.delivery
+    if d.serve_from == "bucket" and isinstance(state.store, S3Store):
+        return state.store.presigned_get(key, d.url_ttl_s)
     return signed_url(d.base_url, key, secret=d.secret, expires=int(state.clock()) + d.url_ttl_s)
 
 

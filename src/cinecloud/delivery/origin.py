@@ -28,7 +28,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from cinecloud.delivery.signing import SignatureExpired, SignatureInvalid, verify
-from cinecloud.storage import BlobInfo, BlobNotFound, BlobStore, InvalidKey
+from cinecloud.storage import BlobInfo, BlobNotFound, BlobStore, InvalidKey, S3Store
 
 __all__ = [
     "CACHE_CONTROL",
@@ -133,7 +133,11 @@ def _stream(
     head: bool,
 ) -> Response:
     try:
-        fh = store.open(info.key)
+        if rng is not None and isinstance(store, S3Store):
+            # Fetch only the range from the bucket rather than reading up to it.
+            fh, rng_read = store.open_range(info.key, rng), True
+        else:
+            fh, rng_read = store.open(info.key), False
     except BlobNotFound:
         return _error(404, "not_found", f"no blob at {info.key}")
     first, last = rng if rng is not None else (0, info.size - 1)
@@ -144,7 +148,8 @@ def _stream(
     if head:
         fh.close()
         return Response(status_code=status, headers=headers)
-    return StreamingResponse(_read(fh, first, last - first + 1), status, headers=headers)
+    body = _read(fh, 0 if rng_read else first, last - first + 1)
+    return StreamingResponse(body, status, headers=headers)
 
 
 def _serve(

@@ -17,7 +17,7 @@ from cinecloud.api.state import AppState, get_state
 from cinecloud.api.views import artifact_url
 from cinecloud.delivery import SignatureExpired, SignatureInvalid, sign, verify
 from cinecloud.jobs import ArtifactRecord, JobRecord, LeaseLost, NotFound
-from cinecloud.storage import InvalidKey, blob_key, validate_content_type
+from cinecloud.storage import InvalidKey, S3Store, blob_key, validate_content_type
 
 __all__ = ["router", "upload_router"]
 
@@ -173,14 +173,22 @@ async def uploads(job_id: str, body: UploadRequest, state: State) -> dict[str, A
         job = await run_in_threadpool(state.jobs.check_lease, job_id, body.lease_id)
     except LeaseLost as exc:
         raise _lease_lost(exc) from None
-    expires = int(state.clock()) + state.cfg.delivery.upload_ttl_s
+    ttl = state.cfg.delivery.upload_ttl_s
+    expires = int(state.clock()) + ttl
     base = state.cfg.server.public_url.rstrip("/")
-    out: dict[str, dict[str, str]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for name in body.names:
         try:
             key = blob_key(job.tenant_id, job.id, name)
         except InvalidKey as exc:
             raise ApiError(400, "invalid_name", str(exc), "names") from None
+        if isinstance(state.store, S3Store):
+            # Straight into the bucket: the bytes skip the control plane, and the worker
+            # holds no bucket credentials. ``complete`` checks what arrived (size, sha256)
+            # and the lease, as the PUT below does for the local store.
+            url = await run_in_threadpool(state.store.presigned_put, key, ttl)
+            out[name] = {"key": key, "url": url, "direct": True}
+            continue
         uri = _upload_uri(key, body.lease_id)
         sig = sign(uri, expires, state.cfg.delivery.secret)
         out[name] = {"key": key, "url": f"{base}{uri}&e={expires}&s={sig}"}
