@@ -167,3 +167,37 @@ def test_rendered_config_passes_nginx_t(edge: tuple[NginxEdge, LocalStore]) -> N
     assert f'secure_link_md5 "$secure_link_expires$uri {SECRET}";' in text
     assert "${EDGE_" not in text
     assert 'proxy_cache_key "$uri|$slice_range";' in text
+
+
+@pytest.mark.integration
+def test_hls_plays_through_the_edge(
+    edge: tuple[NginxEdge, LocalStore], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import av
+    import numpy as np
+
+    from cinecloud.render import write_hls
+
+    nginx, store = edge
+    frames = np.stack([np.full((48, 64, 3), 5 * i, np.uint8) for i in range(40)])
+    out = tmp_path_factory.mktemp("hls")
+    job = secrets.token_hex(6)
+    for f in write_hls(frames, out, 8, display_size=(1280, 720)):
+        store.put_file(f"t/ten_1/v/{job}/{f.name}", f.path, f.content_type)
+    master = _url(nginx, f"t/ten_1/v/{job}/hls/master.m3u8")
+    with av.open(master) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (1280, 720)
+        assert sum(1 for _ in container.decode(stream)) == 40
+    # Playlists carry per-expiry signatures: never from the cache. Segments are cached.
+    again = httpx.get(master)
+    assert again.status_code == 200 and again.headers["x-cache-status"] != "HIT"
+    variant = again.text.splitlines()[-1]
+    base = f"{nginx.url}/cdn/t/ten_1/v/{job}/hls"
+    media = httpx.get(f"{base}/{variant}")
+    assert media.status_code == 200, media.text
+    segment = next(line for line in media.text.splitlines() if line.startswith("seg_"))
+    name = variant.split("/")[0]
+    assert httpx.get(f"{base}/{name}/{segment}").headers["x-cache-status"] == "HIT"
+    unsigned = httpx.get(f"{base}/{name}/{segment.split('?')[0]}")
+    assert unsigned.status_code == 403

@@ -133,7 +133,7 @@ def test_head(client: TestClient) -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    "content_type", ["text/plain", "application/vnd.apple.mpegurl", "text/plain; charset=latin-1"]
+    "content_type", ["text/plain", "image/webp", "text/plain; charset=latin-1"]
 )
 def test_content_type_is_sent_as_stored(
     client: TestClient, store: BlobStore, content_type: str
@@ -156,6 +156,27 @@ def test_empty_blob(client: TestClient, store: BlobStore) -> None:
     ranged = client.get(url(key), headers={"Range": "bytes=0-"})
     assert_error(ranged, 416, "range_not_satisfiable")
     assert ranged.headers["content-range"] == "bytes */0"
+
+
+@pytest.mark.integration
+def test_playlists_come_with_signed_uris(client: TestClient, store: BlobStore) -> None:
+    base = "t/ten_1/v/video_1/hls"
+    master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n480p/index.m3u8\n"
+    media = '#EXTM3U\n#EXT-X-MAP:URI="init.mp4"\n#EXTINF:6.0,\nseg_00000.m4s\n'
+    store.put_bytes(f"{base}/master.m3u8", master.encode(), "application/vnd.apple.mpegurl")
+    store.put_bytes(f"{base}/480p/index.m3u8", media.encode(), "application/vnd.apple.mpegurl")
+    response = client.get(url(f"{base}/master.m3u8"), headers={"Range": "bytes=0-3"})
+    assert response.status_code == 200  # whole: the body depends on the expiry
+    assert response.headers["cache-control"] == "private, no-store"
+    variant = response.text.splitlines()[-1]
+    assert variant.startswith("480p/index.m3u8?e=")
+    sub = client.get(f"/cdn/{base}/{variant}")
+    assert sub.status_code == 200, sub.text
+    lines = sub.text.splitlines()
+    init = lines[1].split('"')[1]
+    assert init.startswith("init.mp4?e=") and lines[3].startswith("seg_00000.m4s?e=")
+    store.put_bytes(f"{base}/480p/init.mp4", b"init", "video/mp4")
+    assert client.get(f"/cdn/{base}/480p/{init}").content == b"init"
 
 
 # ---------------------------------------------------------------- ranges

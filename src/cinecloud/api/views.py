@@ -11,12 +11,15 @@ from cinecloud.storage import S3Store
 
 __all__ = ["ARTIFACT_FOR_VARIANT", "artifact_url", "video_object"]
 
-# The OpenAI SDK's variant names (plus ``poster``) and the files that carry them.
+# The OpenAI SDK's variant names (plus ``poster``, the animated ``preview`` and the HLS
+# master playlist) and the files that carry them.
 ARTIFACT_FOR_VARIANT = {
     "video": "video.mp4",
     "thumbnail": "thumbnail.jpg",
     "poster": "poster.jpg",
     "spritesheet": "spritesheet.jpg",
+    "preview": "preview.webp",
+    "hls": "hls/master.m3u8",
 }
 
 

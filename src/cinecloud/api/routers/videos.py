@@ -292,7 +292,7 @@ async def video_content(
     video_id: str,
     caller: Caller,
     state: State,
-    variant: Literal["video", "thumbnail", "poster", "spritesheet"] = "video",
+    variant: Literal["video", "thumbnail", "poster", "spritesheet", "preview", "hls"] = "video",
 ) -> RedirectResponse:
     job = await _get(state, video_id, caller.tenant_id)
     if job.status != "completed":
