@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
@@ -201,3 +202,31 @@ def test_hls_plays_through_the_edge(
     assert httpx.get(f"{base}/{name}/{segment}").headers["x-cache-status"] == "HIT"
     unsigned = httpx.get(f"{base}/{name}/{segment.split('?')[0]}")
     assert unsigned.status_code == 403
+
+
+@pytest.mark.integration
+def test_cli_renders_a_config_nginx_accepts(tmp_path_factory: pytest.TempPathFactory) -> None:
+    binary = nginx_binary()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed, and CI must test the edge")
+        pytest.skip("nginx is not installed (apt-get install nginx)")
+    prefix = tmp_path_factory.mktemp("cli-edge")
+    for sub in ("logs", "temp", "cache"):
+        (prefix / sub).mkdir()
+    env = {**os.environ, "CINECLOUD_SERVER__HOME": str(prefix / "home")}
+    args = ["--listen", "127.0.0.1:18080", "--cache-dir", str(prefix / "cache"), "--user", "root"]
+    rendered = subprocess.run(
+        [sys.executable, "-m", "cinecloud.cli", "edge-config", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    secret = (prefix / "home" / "secret").read_text().strip()
+    assert f'$uri {secret}";' in rendered
+    conf = prefix / "nginx.conf"
+    conf.write_text(rendered)
+    test_args = ["-t", "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "logs/error.log")]
+    check = subprocess.run([binary, *test_args], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
