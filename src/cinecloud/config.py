@@ -87,6 +87,9 @@ class DeliveryConfig:
     # "origin": clients get signed /cdn URLs (origin or edge); "bucket": presigned GETs
     # straight from the S3 bucket (needs storage.backend = "s3").
     serve_from: str = "origin"
+    # Fetch each finished job's files through base_url once (an edge in front of the
+    # origin), so first viewers hit its cache.
+    prewarm: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,7 @@ class _Delivery(BaseModel):
     base_url: str | None = None
     upload_ttl_s: int = Field(3600, gt=0)
     serve_from: Literal["origin", "bucket"] = "origin"
+    prewarm: bool = False
 
 
 class _Queue(BaseModel):
@@ -340,6 +344,7 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             base_url=s.delivery.base_url or public_url,
             upload_ttl_s=s.delivery.upload_ttl_s,
             serve_from=s.delivery.serve_from,
+            prewarm=s.delivery.prewarm,
         ),
         queue=QueueConfig(**s.queue.model_dump()),
         api=ApiConfig(**s.api.model_dump()),

@@ -230,3 +230,21 @@ def test_cli_renders_a_config_nginx_accepts(tmp_path_factory: pytest.TempPathFac
     test_args = ["-t", "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "logs/error.log")]
     check = subprocess.run([binary, *test_args], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.integration
+def test_prewarm_makes_the_first_view_a_hit(edge: tuple[NginxEdge, LocalStore]) -> None:
+    from cinecloud.delivery.prewarm import warm
+
+    nginx, store = edge
+    keys = [_put(store), _put(store, b"jpeg" * 100, "poster.jpg")]
+    with httpx.Client() as client:
+        results = warm([_url(nginx, k) for k in keys], client)
+    assert [(r.status, r.cache, r.size) for r in results] == [
+        (200, "MISS", len(PAYLOAD)),
+        (200, "MISS", 400),
+    ]
+    for key in keys:
+        assert httpx.get(_url(nginx, key)).headers["x-cache-status"] == "HIT"
+    missing = warm([_url(nginx, "t/ten_1/v/none/x.jpg"), "http://127.0.0.1:9/x"], httpx.Client())
+    assert [r.status for r in missing] == [404, 0]
