@@ -42,3 +42,12 @@ def make_config(home: Path, db_url: str | None = None, **sections: dict[str, obj
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
     return load_config(None, **base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-protocol server (moto's server mode) on 127.0.0.1 and a free port."""
+    from cinecloud.testing.s3 import moto_s3_server
+
+    with moto_s3_server() as endpoint:
+        yield endpoint

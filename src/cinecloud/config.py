@@ -66,8 +66,16 @@ class DatabaseConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    backend: str = "local"
+    backend: str = "local"  # local | s3
     root: Path = Path(".cinecloud/blobs")
+    # S3 (backend = "s3"): any S3-compatible service; an empty endpoint means AWS.
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    s3_multipart_threshold: int = 16 * 1024 * 1024
+    s3_multipart_chunksize: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,12 @@ class DeliveryConfig:
     # Where signed /cdn URLs point: the origin itself or an edge in front of it.
     base_url: str = "http://127.0.0.1:8000"
     upload_ttl_s: int = 3600
+    # "origin": clients get signed /cdn URLs (origin or edge); "bucket": presigned GETs
+    # straight from the S3 bucket (needs storage.backend = "s3").
+    serve_from: str = "origin"
+    # Fetch each finished job's files through base_url once (an edge in front of the
+    # origin), so first viewers hit its cache.
+    prewarm: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,7 +171,8 @@ class Config:
     def redacted(self) -> dict[str, Any]:
         """A plain dict for display, with secrets masked."""
         data = asdict(self)
-        for section, key in (("delivery", "secret"), ("worker", "token")):
+        masked = (("delivery", "secret"), ("worker", "token"), ("storage", "s3_secret_access_key"))
+        for section, key in masked:
             if data[section][key]:
                 data[section][key] = "***"
         result: dict[str, Any] = _jsonable(data)
@@ -191,6 +206,14 @@ class _Database(BaseModel):
 class _Storage(BaseModel):
     backend: str = "local"
     root: Path | None = None
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    # S3 parts are 5 MiB at least (but the last).
+    s3_multipart_threshold: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    s3_multipart_chunksize: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
 
 
 class _Delivery(BaseModel):
@@ -198,6 +221,8 @@ class _Delivery(BaseModel):
     url_ttl_s: int = Field(3600, gt=0)
     base_url: str | None = None
     upload_ttl_s: int = Field(3600, gt=0)
+    serve_from: Literal["origin", "bucket"] = "origin"
+    prewarm: bool = False
 
 
 class _Queue(BaseModel):
@@ -320,6 +345,8 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
     s = Settings(**overrides)  # type: ignore[arg-type]
     home = s.server.home
     public_url = s.server.public_url or f"http://{s.server.host}:{s.server.port}"
+    if s.delivery.serve_from == "bucket" and s.storage.backend != "s3":
+        raise ValueError('delivery.serve_from = "bucket" needs storage.backend = "s3"')
     secret = s.delivery.secret or _secret_for(home, "secret")
     worker_token = s.worker.token or _secret_for(home, "worker-token")
     return Config(
@@ -327,12 +354,16 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             host=s.server.host, port=s.server.port, public_url=public_url, home=home
         ),
         db=DatabaseConfig(url=s.db.url or f"sqlite:///{home / 'cinecloud.db'}"),
-        storage=StorageConfig(backend=s.storage.backend, root=s.storage.root or home / "blobs"),
+        storage=StorageConfig(
+            **{**s.storage.model_dump(), "root": s.storage.root or home / "blobs"}
+        ),
         delivery=DeliveryConfig(
             secret=secret,
             url_ttl_s=s.delivery.url_ttl_s,
             base_url=s.delivery.base_url or public_url,
             upload_ttl_s=s.delivery.upload_ttl_s,
+            serve_from=s.delivery.serve_from,
+            prewarm=s.delivery.prewarm,
         ),
         queue=QueueConfig(**s.queue.model_dump()),
         scheduler=SchedulerConfig(**s.scheduler.model_dump()),

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
+import av
 import httpx
 
 from cinecloud.delivery import sign
@@ -28,7 +29,14 @@ def _done(c: httpx.Client) -> dict[str, object]:
 def test_signed_urls(start_service: Callable[..., Service]) -> None:
     svc = start_service(workers=1)
     with svc.client() as c:
-        url = str(_done(c)["outputs"]["video"])  # type: ignore[index]
+        outputs: dict[str, str] = _done(c)["outputs"]  # type: ignore[assignment]
+    url = outputs["video"]
+    assert set(outputs) == {"video", "thumbnail", "poster", "spritesheet", "preview", "hls"}
+    assert httpx.get(outputs["spritesheet"]).content[:2] == b"\xff\xd8"
+    preview = httpx.get(outputs["preview"])
+    assert preview.headers["content-type"] == "image/webp" and preview.content[8:12] == b"WEBP"
+    with av.open(outputs["hls"]) as container:  # the ladder, played through signed URLs
+        assert sum(1 for _ in container.decode(video=0)) >= 1
     full = httpx.get(url)
     assert full.status_code == 200 and full.headers["content-type"] == "video/mp4"
     body = full.content

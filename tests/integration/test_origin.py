@@ -1,8 +1,9 @@
 """The origin router over real HTTP (starlette TestClient) and a real LocalStore.
 
-Every HTTP test runs twice: once with the blob on local disk (served through
-FileResponse) and once through a store that has no local path (streamed from
-``store.open``), so both ways of sending agree.
+Every HTTP test runs three times: with the blob on local disk (served through
+FileResponse), through a store that has no local path (streamed from
+``store.open``), and from an S3 bucket on a real S3-protocol server (ranges fetched
+with ``open_range``), so all ways of sending agree.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from cinecloud.delivery import (
     parse_range,
     signed_url,
 )
-from cinecloud.storage import LocalStore
+from cinecloud.storage import BlobStore, LocalStore, open_store
+from cinecloud.testing.s3 import make_bucket, s3_test_config
 
 SECRET = "origin-test-secret"
 NOW = 1_700_000_000
@@ -52,10 +54,15 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["local", "streamed"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> LocalStore:
-    cls = LocalStore if request.param == "local" else RemoteLikeStore
-    store = cls(tmp_path / "blobs")
+@pytest.fixture(params=["local", "streamed", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    store: BlobStore
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        store = open_store(s3_test_config(endpoint, make_bucket(endpoint)))
+    else:
+        cls = LocalStore if request.param == "local" else RemoteLikeStore
+        store = cls(tmp_path / "blobs")
     store.put_bytes(KEY, PAYLOAD, "video/mp4")
     return store
 
@@ -66,7 +73,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def client(store: LocalStore, clock: Clock) -> Iterator[TestClient]:
+def client(store: BlobStore, clock: Clock) -> Iterator[TestClient]:
     app = FastAPI()
     app.include_router(create_origin_router(store, secret=SECRET, clock=clock))
     with TestClient(app) as client:
@@ -126,10 +133,10 @@ def test_head(client: TestClient) -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    "content_type", ["text/plain", "application/vnd.apple.mpegurl", "text/plain; charset=latin-1"]
+    "content_type", ["text/plain", "image/webp", "text/plain; charset=latin-1"]
 )
 def test_content_type_is_sent_as_stored(
-    client: TestClient, store: LocalStore, content_type: str
+    client: TestClient, store: BlobStore, content_type: str
 ) -> None:
     key = "t/ten_1/v/video_1/other"
     store.put_bytes(key, b"hello", content_type)
@@ -140,7 +147,7 @@ def test_content_type_is_sent_as_stored(
 
 
 @pytest.mark.integration
-def test_empty_blob(client: TestClient, store: LocalStore) -> None:
+def test_empty_blob(client: TestClient, store: BlobStore) -> None:
     key = "t/ten_1/v/video_1/empty.bin"
     store.put_bytes(key, b"", "application/octet-stream")
     response = client.get(url(key))
@@ -149,6 +156,27 @@ def test_empty_blob(client: TestClient, store: LocalStore) -> None:
     ranged = client.get(url(key), headers={"Range": "bytes=0-"})
     assert_error(ranged, 416, "range_not_satisfiable")
     assert ranged.headers["content-range"] == "bytes */0"
+
+
+@pytest.mark.integration
+def test_playlists_come_with_signed_uris(client: TestClient, store: BlobStore) -> None:
+    base = "t/ten_1/v/video_1/hls"
+    master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n480p/index.m3u8\n"
+    media = '#EXTM3U\n#EXT-X-MAP:URI="init.mp4"\n#EXTINF:6.0,\nseg_00000.m4s\n'
+    store.put_bytes(f"{base}/master.m3u8", master.encode(), "application/vnd.apple.mpegurl")
+    store.put_bytes(f"{base}/480p/index.m3u8", media.encode(), "application/vnd.apple.mpegurl")
+    response = client.get(url(f"{base}/master.m3u8"), headers={"Range": "bytes=0-3"})
+    assert response.status_code == 200  # whole: the body depends on the expiry
+    assert response.headers["cache-control"] == "private, no-store"
+    variant = response.text.splitlines()[-1]
+    assert variant.startswith("480p/index.m3u8?e=")
+    sub = client.get(f"/cdn/{base}/{variant}")
+    assert sub.status_code == 200, sub.text
+    lines = sub.text.splitlines()
+    init = lines[1].split('"')[1]
+    assert init.startswith("init.mp4?e=") and lines[3].startswith("seg_00000.m4s?e=")
+    store.put_bytes(f"{base}/480p/init.mp4", b"init", "video/mp4")
+    assert client.get(f"/cdn/{base}/480p/{init}").content == b"init"
 
 
 # ---------------------------------------------------------------- ranges
@@ -238,7 +266,7 @@ def test_other_etag_gets_the_body(client: TestClient) -> None:
 
 
 @pytest.mark.integration
-def test_tampered_or_missing_signature(client: TestClient, store: LocalStore) -> None:
+def test_tampered_or_missing_signature(client: TestClient, store: BlobStore) -> None:
     store.put_bytes("t/ten_1/v/video_1/poster.jpg", b"jpeg", "image/jpeg")
     good = url()
     path, query = good.split("?")
@@ -268,7 +296,7 @@ def test_expired(client: TestClient, clock: Clock) -> None:
 
 
 @pytest.mark.integration
-def test_unknown_key(client: TestClient, store: LocalStore) -> None:
+def test_unknown_key(client: TestClient, store: BlobStore) -> None:
     assert_error(client.get(url("t/ten_1/v/video_1/missing.mp4")), 404, "not_found")
     assert_error(client.get(url("t/ten_1/v/video_1")), 404, "not_found")
     store.delete(KEY)

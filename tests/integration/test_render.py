@@ -229,6 +229,12 @@ def test_render_outputs(tmp_path: Path) -> None:
         ("video.mp4", "video/mp4"),
         ("poster.jpg", "image/jpeg"),
         ("thumbnail.jpg", "image/jpeg"),
+        ("spritesheet.jpg", "image/jpeg"),
+        ("preview.webp", "image/webp"),
+        ("hls/master.m3u8", "application/vnd.apple.mpegurl"),
+        ("hls/256p/index.m3u8", "application/vnd.apple.mpegurl"),
+        ("hls/256p/init.mp4", "video/mp4"),
+        ("hls/256p/seg_00000.m4s", "video/mp4"),
     ]
     assert all(isinstance(f, RenderedFile) and f.path == out / f.name for f in files)
     probe = probe_video(out / "video.mp4")
@@ -236,6 +242,9 @@ def test_render_outputs(tmp_path: Path) -> None:
     assert_faststart(out / "video.mp4")
     with Image.open(out / "poster.jpg") as poster, Image.open(out / "thumbnail.jpg") as thumb:
         assert (poster.size, thumb.size) == ((256, 256), (256, 256))
+    assert [f.name for f in render_outputs(gradient(9, 64, 64), out, 8, hls=False)][-1] == (
+        "preview.webp"
+    )
 
 
 # ---------------------------------------------------------------- mp4_box_order

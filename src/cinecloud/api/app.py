@@ -69,10 +69,24 @@ async def _sweep_once(state: AppState) -> None:
     if expired:
         state.notifier.notify()
         state.events.notify()
+    await _retention_once(state)
+
+
+async def _retention_once(state: AppState) -> None:
+    """Remove the files of jobs past their ``expires_at`` (``queue.job_ttl_s`` after
+    completion): the blobs first, then the records, so a crash between the two only
+    means the next sweep removes nothing and forgets them."""
+    due = await run_in_threadpool(state.jobs.past_retention)
+    for job in due:
+        await run_in_threadpool(state.store.delete_prefix, f"t/{job.tenant_id}/v/{job.id}/")
+        await run_in_threadpool(state.jobs.drop_files, job.id)
+        log.info("job %s expired; its %d files are removed", job.id, len(job.artifacts))
+    if due:
+        state.events.notify()
 
 
 async def _sweeper(state: AppState) -> None:
-    """Returns jobs whose lease expired to the queue."""
+    """Returns jobs whose lease expired to the queue; removes expired jobs' files."""
     while True:
         try:
             await _sweep_once(state)

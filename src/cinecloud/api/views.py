@@ -9,20 +9,28 @@ from cinecloud.delivery import signed_url
 from cinecloud.engine.registry import UnknownModel
 from cinecloud.jobs import JobRecord
 from cinecloud.scheduler import job_shape
+from cinecloud.storage import S3Store
 
 __all__ = ["ARTIFACT_FOR_VARIANT", "artifact_url", "queued_estimate", "video_object"]
 
-# The OpenAI SDK's variant names (plus ``poster``) and the files that carry them.
+# The OpenAI SDK's variant names (plus ``poster``, the animated ``preview`` and the HLS
+# master playlist) and the files that carry them.
 ARTIFACT_FOR_VARIANT = {
     "video": "video.mp4",
     "thumbnail": "thumbnail.jpg",
     "poster": "poster.jpg",
     "spritesheet": "spritesheet.jpg",
+    "preview": "preview.webp",
+    "hls": "hls/master.m3u8",
 }
 
 
 def artifact_url(state: AppState, key: str) -> str:
+    """A signed /cdn URL (origin or edge), or with ``delivery.serve_from = "bucket"`` a
+    presigned GET straight from the S3 bucket."""
     d = state.cfg.delivery
+    if d.serve_from == "bucket" and isinstance(state.store, S3Store):
+        return state.store.presigned_get(key, d.url_ttl_s)
     return signed_url(d.base_url, key, secret=d.secret, expires=int(state.clock()) + d.url_ttl_s)
 
 

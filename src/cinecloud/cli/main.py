@@ -50,6 +50,31 @@ def config_show(config: ConfigOpt = None) -> None:
     out.print_json(json.dumps(_cfg(config).redacted()))
 
 
+@app.command("edge-config")
+def edge_config(
+    listen: Annotated[str, typer.Option(help="address:port nginx listens on")] = "0.0.0.0:8080",
+    origin: Annotated[str, typer.Option(help="host:port of `cinecloud serve`")] = "127.0.0.1:8000",
+    cache_dir: Annotated[Path, typer.Option(help="proxy_cache_path")] = Path(
+        "/var/cache/cinecloud"
+    ),
+    cache_max_size: Annotated[str, typer.Option(help="cache size cap, e.g. 50g")] = "10g",
+    user: Annotated[str, typer.Option(help="user nginx's workers run as")] = "www-data",
+    config: ConfigOpt = None,
+) -> None:
+    """Print the nginx edge config (deploy/nginx/cinecloud.conf) with this deployment's
+    signing secret. Point CINECLOUD_DELIVERY__BASE_URL at the edge so URLs go through it."""
+    from cinecloud.delivery.edge import EDGE_TEMPLATE, EdgeSettings, render_edge_config
+
+    cfg = _cfg(config)
+    if not EDGE_TEMPLATE.is_file():
+        raise _fail(f"edge template not found: {EDGE_TEMPLATE} (run from a source checkout)")
+    settings = EdgeSettings(listen, origin, cache_dir, cfg.delivery.secret, user, cache_max_size)
+    try:
+        typer.echo(render_edge_config(EDGE_TEMPLATE.read_text(), settings), nl=False)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="bind address")] = None,

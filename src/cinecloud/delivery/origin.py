@@ -12,6 +12,9 @@ does not match the ETag gets the whole blob (200), which HTTP allows. A bytes
 range that is malformed or starts past the end gets 416 with
 ``Content-Range: bytes */{size}``.
 
+HLS playlists are the exception: they are sent whole, with every URI in them signed
+for the request's expiry (:mod:`cinecloud.delivery.playlists`) and not cacheable.
+
 Blobs on the local disk are sent with starlette's ``FileResponse`` (it streams
 in chunks, serves the single range itself and can hand the path to the server);
 other stores are streamed from ``store.open`` in chunks.
@@ -27,8 +30,9 @@ from typing import BinaryIO
 from fastapi import APIRouter, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
+from cinecloud.delivery.playlists import PLAYLIST_CACHE_CONTROL, PLAYLIST_TYPES, sign_playlist
 from cinecloud.delivery.signing import SignatureExpired, SignatureInvalid, verify
-from cinecloud.storage import BlobInfo, BlobNotFound, BlobStore, InvalidKey
+from cinecloud.storage import BlobInfo, BlobNotFound, BlobStore, InvalidKey, S3Store
 
 __all__ = [
     "CACHE_CONTROL",
@@ -133,7 +137,11 @@ def _stream(
     head: bool,
 ) -> Response:
     try:
-        fh = store.open(info.key)
+        if rng is not None and isinstance(store, S3Store):
+            # Fetch only the range from the bucket rather than reading up to it.
+            fh, rng_read = store.open_range(info.key, rng), True
+        else:
+            fh, rng_read = store.open(info.key), False
     except BlobNotFound:
         return _error(404, "not_found", f"no blob at {info.key}")
     first, last = rng if rng is not None else (0, info.size - 1)
@@ -144,7 +152,25 @@ def _stream(
     if head:
         fh.close()
         return Response(status_code=status, headers=headers)
-    return StreamingResponse(_read(fh, first, last - first + 1), status, headers=headers)
+    body = _read(fh, 0 if rng_read else first, last - first + 1)
+    return StreamingResponse(body, status, headers=headers)
+
+
+def _playlist(
+    store: BlobStore, info: BlobInfo, uri: str, expires: int, secret: str, method: str
+) -> Response:
+    """A playlist with its URIs signed until ``expires``; whole (ranges are ignored)."""
+    try:
+        text = store.get_bytes(info.key).decode("utf-8")
+    except BlobNotFound:
+        return _error(404, "not_found", f"no blob at {info.key}")
+    prefix = uri[: -len(info.key) - 1]
+    body = sign_playlist(text, uri, expires=expires, secret=secret, prefix=prefix).encode()
+    headers = {"cache-control": PLAYLIST_CACHE_CONTROL, "content-type": info.content_type}
+    if method == "HEAD":
+        headers["content-length"] = str(len(body))
+        return Response(status_code=200, headers=headers)
+    return Response(body, status_code=200, headers=headers)
 
 
 def _serve(
@@ -163,6 +189,8 @@ def _serve(
         info = None
     if info is None:
         return _error(404, "not_found", f"no blob at {key}")
+    if info.content_type in PLAYLIST_TYPES:
+        return _playlist(store, info, uri, int(str(query.get("e"))), secret, request.method)
     etag = f'"{info.sha256}"'
     headers = {"etag": etag, "cache-control": CACHE_CONTROL, "accept-ranges": "bytes"}
     if_none_match = request.headers.get("if-none-match")

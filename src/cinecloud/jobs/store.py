@@ -557,6 +557,28 @@ class JobStore:
                 )
             return [r["id"] for r in rows]
 
+    # ------------------------------------------------------------ retention
+
+    def past_retention(self, limit: int = 100) -> list[JobRecord]:
+        """Jobs past their ``expires_at`` that still have files: retention's work list."""
+        c = t.jobs.c
+        has_files = select(t.artifacts.c.id).where(t.artifacts.c.job_id == c.id).exists()
+        q = (
+            select(t.jobs)
+            .where(c.expires_at.is_not(None), c.expires_at <= self.clock(), has_files)
+            .order_by(c.expires_at)
+            .limit(limit)
+        )
+        with read_tx(self.engine) as conn:
+            return [self._record(conn, r) for r in conn.execute(q).mappings().all()]
+
+    def drop_files(self, job_id: str) -> None:
+        """Forget the job's files once retention removed them (an ``expired`` event)."""
+        with write_tx(self.engine) as conn:
+            gone = conn.execute(delete(t.artifacts).where(t.artifacts.c.job_id == job_id))
+            if gone.rowcount:
+                self._event(conn, job_id, "expired", {})
+
     # ------------------------------------------------------------ stats
 
     def counts(self) -> dict[tuple[str, str], int]:

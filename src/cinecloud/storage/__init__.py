@@ -15,6 +15,7 @@ from cinecloud.storage.base import (
     validate_prefix,
 )
 from cinecloud.storage.local import LocalStore
+from cinecloud.storage.s3 import S3Store
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -23,6 +24,7 @@ __all__ = [
     "BlobStore",
     "InvalidKey",
     "LocalStore",
+    "S3Store",
     "blob_key",
     "open_store",
     "validate_content_type",
@@ -32,7 +34,12 @@ __all__ = [
 
 
 def open_store(cfg: StorageConfig) -> BlobStore:
-    """The store ``cfg.backend`` names: ``"local"`` keeps blobs under ``cfg.root``."""
+    """The store ``cfg.backend`` names: ``"local"`` keeps blobs under ``cfg.root``,
+    ``"s3"`` in ``cfg.s3_bucket``."""
     if cfg.backend == "local":
         return LocalStore(cfg.root)
+    if cfg.backend == "s3":
+        if not cfg.s3_bucket:
+            raise ValueError("storage.s3_bucket is required for the s3 backend")
+        return S3Store.from_config(cfg)
     raise ValueError(f"unknown storage backend: {cfg.backend!r}")

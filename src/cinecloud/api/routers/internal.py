@@ -3,11 +3,13 @@ events, uploads, complete, fail. Every call is safe to retry."""
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+import httpx
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -16,12 +18,14 @@ from cinecloud.api.errors import ApiError
 from cinecloud.api.state import AppState, get_state
 from cinecloud.api.views import artifact_url
 from cinecloud.delivery import SignatureExpired, SignatureInvalid, sign, verify
+from cinecloud.delivery.prewarm import prewarm_plan, warm
 from cinecloud.jobs import ArtifactRecord, JobRecord, LeaseLost, LeaseOrder, NotFound
 from cinecloud.scheduler import PlacementPolicy, lease_order
-from cinecloud.storage import InvalidKey, blob_key, validate_content_type
+from cinecloud.storage import InvalidKey, S3Store, blob_key, validate_content_type
 
 __all__ = ["router", "upload_router"]
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/internal/v1", tags=["internal"], dependencies=[WorkerAuth])
 upload_router = APIRouter(prefix="/internal/v1", tags=["internal"])
 State = Annotated[AppState, Depends(get_state)]
@@ -194,14 +198,22 @@ async def uploads(job_id: str, body: UploadRequest, state: State) -> dict[str, A
         job = await run_in_threadpool(state.jobs.check_lease, job_id, body.lease_id)
     except LeaseLost as exc:
         raise _lease_lost(exc) from None
-    expires = int(state.clock()) + state.cfg.delivery.upload_ttl_s
+    ttl = state.cfg.delivery.upload_ttl_s
+    expires = int(state.clock()) + ttl
     base = state.cfg.server.public_url.rstrip("/")
-    out: dict[str, dict[str, str]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for name in body.names:
         try:
             key = blob_key(job.tenant_id, job.id, name)
         except InvalidKey as exc:
             raise ApiError(400, "invalid_name", str(exc), "names") from None
+        if isinstance(state.store, S3Store):
+            # Straight into the bucket: the bytes skip the control plane, and the worker
+            # holds no bucket credentials. ``complete`` checks what arrived (size, sha256)
+            # and the lease, as the PUT below does for the local store.
+            url = await run_in_threadpool(state.store.presigned_put, key, ttl)
+            out[name] = {"key": key, "url": url, "direct": True}
+            continue
         uri = _upload_uri(key, body.lease_id)
         sig = sign(uri, expires, state.cfg.delivery.secret)
         out[name] = {"key": key, "url": f"{base}{uri}&e={expires}&s={sig}"}
@@ -292,7 +304,9 @@ def _verify_artifacts(
 
 
 @router.post("/jobs/{job_id}/complete")
-async def complete(job_id: str, body: Complete, state: State) -> dict[str, Any]:
+async def complete(
+    job_id: str, body: Complete, state: State, background: BackgroundTasks
+) -> dict[str, Any]:
     try:
         job = await run_in_threadpool(state.jobs.get_job, job_id)
         if job.status == "completed" and job.lease_id == body.lease_id:
@@ -316,7 +330,20 @@ async def complete(job_id: str, body: Complete, state: State) -> dict[str, Any]:
     state.events.notify()
     state.metrics.completed.labels(model=done.model).inc()
     state.metrics.observe_timings(done.model, done.timings or {})
+    if state.cfg.delivery.prewarm:
+        background.add_task(_prewarm, state, done)
     return {"status": done.status}
+
+
+def _prewarm(state: AppState, job: JobRecord) -> None:
+    """Fetch the job's first-viewed files through the edge (after the reply is sent)."""
+    keys = {a.name: a.key for a in job.artifacts}
+    urls = [artifact_url(state, keys[name]) for name in prewarm_plan(keys)]
+    with httpx.Client(timeout=60.0) as client:
+        results = warm(urls, client)
+    failed = [r.url.split("?")[0] for r in results if r.status not in (200, 206)]
+    if failed:
+        log.warning("job %s: pre-warm failed for %s", job.id, failed)
 
 
 @router.post("/jobs/{job_id}/fail")

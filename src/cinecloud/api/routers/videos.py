@@ -309,11 +309,13 @@ async def video_content(
     video_id: str,
     caller: Caller,
     state: State,
-    variant: Literal["video", "thumbnail", "poster", "spritesheet"] = "video",
+    variant: Literal["video", "thumbnail", "poster", "spritesheet", "preview", "hls"] = "video",
 ) -> RedirectResponse:
     job = await _get(state, video_id, caller.tenant_id)
     if job.status != "completed":
         raise ApiError(409, "video_not_ready", f"video is {job.status}, not completed")
+    if job.expires_at is not None and state.clock() >= job.expires_at:
+        raise ApiError(410, "video_expired", "this video's files have expired")
     name = ARTIFACT_FOR_VARIANT[variant]
     key = next((a.key for a in job.artifacts if a.name == name), None)
     if key is None:
