@@ -212,7 +212,9 @@ class FakeControlPlane:
         if "authorization" in request.headers:  # like S3: a signed URL takes no other auth
             raise _ApiError(400, "unexpected_credentials", "signed upload URLs take no token")
         parts = key.split("/")
-        if len(parts) != 5 or parts[0] != "t" or parts[2] != "v" or ".." in parts:
+        # t/{tenant}/v/{job}/{name}; a name may have folders (hls/480p/seg_00000.m4s).
+        bad_part = any(p in ("", ".", "..") for p in parts)
+        if len(parts) < 5 or parts[0] != "t" or parts[2] != "v" or bad_part:
             raise _ApiError(400, "invalid_key", f"bad blob key {key!r}")
         with self._cond:
             self._held(parts[3], lease)

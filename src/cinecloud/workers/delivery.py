@@ -16,8 +16,10 @@ from cinecloud.workers.messages import OutputFile, RunJob
 
 __all__ = ["UPLOAD_THREADS", "upload_files"]
 
-#: Files of one job uploaded at once (a job has a handful: video, poster, thumbnail).
-UPLOAD_THREADS = 4
+#: Files of one job uploaded at once: a job has the video, four images and its HLS
+#: ladder (a master playlist plus, per rendition, a playlist, an init segment and one
+#: media segment per 6 s), so a short clip's files all go up in one round.
+UPLOAD_THREADS = 16
 
 
 def upload_files(
