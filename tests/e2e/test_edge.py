@@ -46,6 +46,15 @@ def test_prewarmed_through_the_edge(start_service: Callable[..., Service], tmp_p
         while "/video.mp4?" not in access_log.read_text():
             assert time.monotonic() < deadline, "the edge never saw the pre-warm"
             time.sleep(0.1)
+        # The pre-warm's time is the job's cdn_warm timing, once it is done.
+        with svc.client() as c:
+            deadline = time.monotonic() + 15
+            timings = c.get(f"/v1/videos/{v['id']}").json()["timings"]
+            while "cdn_warm" not in timings:
+                assert time.monotonic() < deadline, f"no cdn_warm timing: {timings}"
+                time.sleep(0.1)
+                timings = c.get(f"/v1/videos/{v['id']}").json()["timings"]
+        assert 0 < timings["cdn_warm"] < 15 and timings["total"] > 0
         # Our first requests for these files: hits, because pre-warm fetched them.
         poster = httpx.get(outputs["poster"])
         assert poster.status_code == 200 and poster.headers["x-cache-status"] == "HIT"

@@ -110,6 +110,11 @@ def test_lease_complete_and_events(stores: tuple[JobStore, AccountStore], clock:
         "total"
     ] == pytest.approx(5)
     assert [a.name for a in done.artifacts] == ["video.mp4"]
+    # a stage timed after completion (the edge pre-warm) joins the others
+    jobs.add_timing(job.id, "cdn_warm", 0.25)
+    timings = jobs.get_job(job.id).timings or {}
+    assert timings["cdn_warm"] == 0.25 and timings["denoise"] == 1.0
+    jobs.add_timing("video_missing", "cdn_warm", 1.0)  # a deleted job: nothing to do
     # a retried complete is harmless; a cancel of a finished job is refused
     assert (
         jobs.complete(

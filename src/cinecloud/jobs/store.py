@@ -497,6 +497,16 @@ class JobStore:
             )
             return self._record(conn, self._job_row(conn, job_id))
 
+    def add_timing(self, job_id: str, name: str, seconds: float) -> None:
+        """Record one more stage time on a job (e.g. ``cdn_warm``, measured after
+        completion); a job deleted meanwhile is left alone."""
+        with write_tx(self.engine) as conn:
+            row = self._job_row(conn, job_id)
+            if row is None:
+                return
+            timings = {**(row["timings"] or {}), name: seconds}
+            conn.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(timings=timings))
+
     def fail(
         self, job_id: str, lease_id: str, *, code: str, message: str, retryable: bool
     ) -> JobRecord:

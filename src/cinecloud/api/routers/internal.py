@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -339,8 +340,10 @@ def _prewarm(state: AppState, job: JobRecord) -> None:
     """Fetch the job's first-viewed files through the edge (after the reply is sent)."""
     keys = {a.name: a.key for a in job.artifacts}
     urls = [artifact_url(state, keys[name]) for name in prewarm_plan(keys)]
+    started = time.perf_counter()
     with httpx.Client(timeout=60.0) as client:
         results = warm(urls, client)
+    state.jobs.add_timing(job.id, "cdn_warm", time.perf_counter() - started)
     failed = [r.url.split("?")[0] for r in results if r.status not in (200, 206)]
     if failed:
         log.warning("job %s: pre-warm failed for %s", job.id, failed)
