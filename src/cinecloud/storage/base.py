@@ -19,13 +19,16 @@ __all__ = [
     "BlobNotFound",
     "BlobStore",
     "InvalidKey",
+    "PutHelpers",
     "blob_key",
+    "file_chunks",
     "validate_content_type",
     "validate_key",
     "validate_prefix",
 ]
 
 MAX_KEY_LENGTH = 512
+CHUNK = 1024 * 1024  # bytes read or written at a time
 
 _KEY_CHARS = re.compile(r"[A-Za-z0-9._/-]*", re.ASCII)
 _PART_CHARS = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
@@ -174,3 +177,32 @@ class BlobStore(Protocol):
         ...
 
     def list(self, prefix: str = "") -> Iterator[str]: ...
+
+
+def file_chunks(path: Path) -> Iterator[bytes]:
+    """The bytes of ``path`` in :data:`CHUNK`-sized pieces."""
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            yield chunk
+
+
+class PutHelpers:
+    """``put_bytes`` and ``put_file`` for a backend, both through its ``put_stream``."""
+
+    def put_stream(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        content_type: str,
+        max_bytes: int | None = None,
+    ) -> BlobInfo:
+        raise NotImplementedError
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> BlobInfo:
+        return self.put_stream(key, [bytes(data)], content_type)
+
+    def put_file(self, key: str, path: Path, content_type: str) -> BlobInfo:
+        validate_key(key)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+        return self.put_stream(key, file_chunks(Path(path)), content_type)

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from cinecloud.storage.base import (
+    CHUNK,
     BlobInfo,
     BlobNotFound,
     InvalidKey,
+    PutHelpers,
     validate_content_type,
     validate_key,
     validate_prefix,
@@ -35,7 +37,7 @@ from cinecloud.storage.base import (
 
 __all__ = ["LocalStore"]
 
-_CHUNK = 1024 * 1024
+
 _UNKNOWN_TYPE = "application/octet-stream"
 
 
@@ -46,15 +48,9 @@ def _identity(st: os.stat_result) -> list[int]:
 def _hash_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
+        while chunk := fh.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            yield chunk
 
 
 def _unlink(path: Path) -> bool:
@@ -90,7 +86,7 @@ def _write_chunks(fh: BinaryIO, chunks: Iterable[bytes], key: str, max_bytes: in
     return digest.hexdigest()
 
 
-class LocalStore:
+class LocalStore(PutHelpers):
     """A :class:`~cinecloud.storage.base.BlobStore` on a local directory."""
 
     def __init__(self, root: Path) -> None:
@@ -125,14 +121,6 @@ class LocalStore:
         raise OSError(f"could not create a temp file for {key}")
 
     # ------------------------------------------------------------ writes
-
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> BlobInfo:
-        return self.put_stream(key, [bytes(data)], content_type)
-
-    def put_file(self, key: str, path: Path, content_type: str) -> BlobInfo:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"no such file: {path}")
-        return self.put_stream(key, _file_chunks(Path(path)), content_type)
 
     def put_stream(
         self,

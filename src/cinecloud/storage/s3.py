@@ -29,9 +29,11 @@ from typing import IO, Any, BinaryIO, cast
 
 from cinecloud.config import StorageConfig
 from cinecloud.storage.base import (
+    CHUNK,
     BlobInfo,
     BlobNotFound,
     InvalidKey,
+    PutHelpers,
     validate_content_type,
     validate_key,
     validate_prefix,
@@ -39,7 +41,7 @@ from cinecloud.storage.base import (
 
 __all__ = ["S3Store", "s3_client"]
 
-_CHUNK = 1024 * 1024
+
 _SPOOL_BYTES = 8 * 1024 * 1024
 _SHA_META = "sha256"
 _UNKNOWN_TYPE = "application/octet-stream"
@@ -98,13 +100,7 @@ def _spool(chunks: Iterable[bytes], key: str, max_bytes: int | None) -> tuple[IO
     return cast(IO[bytes], spool), digest.hexdigest()
 
 
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            yield chunk
-
-
-class S3Store:
+class S3Store(PutHelpers):
     """A :class:`~cinecloud.storage.base.BlobStore` on one S3 bucket."""
 
     def __init__(
@@ -140,15 +136,6 @@ class S3Store:
         return f"S3Store(bucket={self.bucket!r})"
 
     # ------------------------------------------------------------ writes
-
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> BlobInfo:
-        return self.put_stream(key, [bytes(data)], content_type)
-
-    def put_file(self, key: str, path: Path, content_type: str) -> BlobInfo:
-        validate_key(key)
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"no such file: {path}")
-        return self.put_stream(key, _file_chunks(Path(path)), content_type)
 
     def put_stream(
         self,
@@ -200,7 +187,7 @@ class S3Store:
     def _hash_object(self, key: str) -> str:
         digest = hashlib.sha256()
         with self.open(key) as fh:
-            while chunk := fh.read(_CHUNK):
+            while chunk := fh.read(CHUNK):
                 digest.update(chunk)
         return digest.hexdigest()
 
