@@ -9,12 +9,14 @@ from cinecloud.jobs.records import (
     EventRecord,
     JobRecord,
     LeaseLost,
+    NewJob,
     NotFound,
     ReusedIdempotencyKey,
     TenantRecord,
     WorkerRecord,
+    request_hash,
 )
-from cinecloud.jobs.store import JobStore, LeaseOrder, NewJob, request_hash
+from cinecloud.jobs.store import JobStore, LeaseOrder
 
 __all__ = [
     "TERMINAL",

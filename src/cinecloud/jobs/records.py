@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,12 +15,14 @@ __all__ = [
     "EventRecord",
     "JobRecord",
     "LeaseLost",
+    "NewJob",
     "NotFound",
     "ReusedIdempotencyKey",
     "TenantRecord",
     "WorkerRecord",
     "hash_key",
     "new_id",
+    "request_hash",
 ]
 
 IdFactory = Callable[[str], str]
@@ -136,3 +139,40 @@ class JobRecord:
         names = cls.__dataclass_fields__.keys()
         values = {k: row[k] for k in names if k in row and k != "artifacts"}
         return cls(**values, artifacts=artifacts)
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class NewJob:
+    """What the API hands the store to create a job."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: str,
+        model: str,
+        prompt: str,
+        params: dict[str, Any],
+        seconds: str,
+        size: str,
+        seed: int,
+        priority: int = 0,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        parallel: int | None = None,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.model = model
+        self.prompt = prompt
+        self.params = params
+        self.seconds = seconds
+        self.size = size
+        self.seed = seed
+        self.priority = priority
+        self.metadata = metadata
+        self.idempotency_key = idempotency_key
+        self.request_hash = request_hash
+        self.parallel = parallel

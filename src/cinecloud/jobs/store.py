@@ -8,8 +8,6 @@ Every status change goes through :func:`lifecycle.transition` and appends a
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,55 +22,19 @@ from cinecloud.jobs.records import (
     EventRecord,
     JobRecord,
     LeaseLost,
+    NewJob,
     NotFound,
     ReusedIdempotencyKey,
     new_id,
 )
 
-__all__ = ["JobStore", "LeaseOrder", "NewJob", "request_hash"]
+__all__ = ["JobStore", "LeaseOrder"]
 
 Clock = Callable[[], float]
 IdFactory = Callable[[str], str]
 #: Ranks queued candidates for a leasing worker: ``(candidates, now)`` to job ids, best
 #: first (the scheduler's placement policy). Ids not among the candidates are ignored.
 LeaseOrder = Callable[[Sequence[JobRecord], float], Sequence[str]]
-
-
-def request_hash(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-
-
-class NewJob:
-    """What the API hands the store to create a job."""
-
-    def __init__(
-        self,
-        *,
-        tenant_id: str,
-        model: str,
-        prompt: str,
-        params: dict[str, Any],
-        seconds: str,
-        size: str,
-        seed: int,
-        priority: int = 0,
-        metadata: dict[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        request_hash: str | None = None,
-        parallel: int | None = None,
-    ) -> None:
-        self.tenant_id = tenant_id
-        self.model = model
-        self.prompt = prompt
-        self.params = params
-        self.seconds = seconds
-        self.size = size
-        self.seed = seed
-        self.priority = priority
-        self.metadata = metadata
-        self.idempotency_key = idempotency_key
-        self.request_hash = request_hash
-        self.parallel = parallel
 
 
 class JobStore:
