@@ -280,9 +280,22 @@ class Runner:
             set_attention(model, candidates[0])
             return candidates[0], "fixed"
         attention, timings = choose_attention(model, candidates, probe, clock=self._clock)
+        attention = self._shared(model, attention)
         if timings and self._choices is not None:
             self._choices.put(key, attention, timings)
         return attention, "measured" if timings else "fixed"
+
+    def _shared(self, model: object, attention: str) -> str:
+        """On several ranks, rank 0's measured backend on all of them: the ranks time the
+        candidates together but each on its own clock, and must run one kernel."""
+        if self._ranks is None or self._ranks.world_size == 1:
+            return attention
+        from cinecloud.engine.parallel.ranks import broadcast_text
+
+        chosen = broadcast_text(attention if self._ranks.rank == 0 else None)
+        if chosen != attention:
+            set_attention(model, chosen)
+        return chosen
 
     def _forget(self, key: str) -> None:
         if self._choices is not None:
