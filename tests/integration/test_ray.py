@@ -46,7 +46,8 @@ FAST_LEASES = {
     "CINECLOUD_QUEUE__SWEEP_INTERVAL_S": "0.5",
     "CINECLOUD_QUEUE__HEARTBEAT_INTERVAL_S": "1",
 }
-CPU_POOL = {"cpu": RayPool(num_gpus=0, num_cpus=1)}
+POOL = "cinecloud/shapes-t2v"  # a pool is a model id: its workers load only that model
+CPU = RayPool(num_gpus=0, num_cpus=1)  # what one worker asks of Ray here
 
 
 def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -140,9 +141,9 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
         svc.stop()
 
 
-def _nodes_of(launcher: RayLauncher, pool: str) -> dict[str, str]:
+def _nodes_of(launcher: RayLauncher) -> dict[str, str]:
     """worker name -> node id, for the pool's running workers."""
-    return {f"ray-{w.name}": str(w.node_id) for w in launcher.workers(pool) if w.state == "running"}
+    return {w.name: str(w.node_id) for w in launcher.workers(POOL) if w.state == "running"}
 
 
 class TestMultiNode:
@@ -160,7 +161,7 @@ class TestMultiNode:
         cls, cluster: Any, plane: Plane, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[RayLauncher]:
         cfg = plane.config(tmp_path_factory.mktemp("ray-work"))
-        launcher = RayLauncher(cfg, CPU_POOL, server_url=plane.svc.url, address=cluster.address)
+        launcher = RayLauncher(cfg, default=CPU, server_url=plane.svc.url, address=cluster.address)
         try:
             yield launcher
         finally:
@@ -168,9 +169,9 @@ class TestMultiNode:
             launcher.close()
 
     def test_workers_on_every_node_run_jobs(self, launcher: RayLauncher, plane: Plane) -> None:
-        launcher.scale("cpu", 3)
-        assert launcher.current("cpu") == 3
-        nodes = wait_until(lambda: _full(_nodes_of(launcher, "cpu"), 3), 60, "3 running workers")
+        launcher.scale(POOL, 3)
+        assert launcher.current(POOL) == 3
+        nodes = wait_until(lambda: _full(_nodes_of(launcher), 3), 60, "3 running workers")
         assert len(set(nodes.values())) == 3, nodes  # one worker on each node
         wait_until(lambda: plane.registered(set(nodes)), 60, "the workers to register")
 
@@ -183,9 +184,9 @@ class TestMultiNode:
     def test_lost_node_job_completes_elsewhere(
         self, launcher: RayLauncher, plane: Plane, cluster: Any
     ) -> None:
-        launcher.scale("cpu", 3)
-        nodes = wait_until(lambda: _full(_nodes_of(launcher, "cpu"), 3), 60, "3 running workers")
-        pids = {w.name: w.pid for w in launcher.workers("cpu")}
+        launcher.scale(POOL, 3)
+        nodes = wait_until(lambda: _full(_nodes_of(launcher), 3), 60, "3 running workers")
+        pids = {w.name: w.pid for w in launcher.workers(POOL)}
         vid = plane.submit("a long one", steps=12)
         wait_until(lambda: (plane.get(vid)["step"] or 0) >= 2, 30, "the job to be running")
         victim = plane.holder_of(vid)
@@ -193,7 +194,7 @@ class TestMultiNode:
 
         cluster.remove_node(node)
         # The worker went with its node: it is not left holding the lease.
-        victim_pid = pids[victim.removeprefix("ray-")]
+        victim_pid = pids[victim]
         wait_until(lambda: not psutil.pid_exists(victim_pid), 20, "the worker to die")
 
         done = plane.wait_done(vid, 60)
@@ -205,24 +206,32 @@ class TestMultiNode:
         assert finisher != victim and nodes[finisher] != nodes[victim]
 
         # The launcher forgets the dead actor, and a new worker starts on a new node.
-        assert launcher.current("cpu") == 2
+        assert launcher.current(POOL) == 2
         cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-        launcher.scale("cpu", 3)
-        after = wait_until(lambda: _full(_nodes_of(launcher, "cpu"), 3), 60, "a third worker")
+        launcher.scale(POOL, 3)
+        after = wait_until(lambda: _full(_nodes_of(launcher), 3), 60, "a third worker")
         assert nodes[victim] not in set(after.values())
         wait_until(lambda: plane.registered(set(after)), 60, "the new worker to register")
 
     def test_new_launcher_adopts_workers_and_scales_down(
         self, launcher: RayLauncher, plane: Plane, tmp_path: Path
     ) -> None:
-        second = RayLauncher(plane.config(tmp_path), CPU_POOL, server_url=plane.svc.url)
-        assert second.current("cpu") == launcher.current("cpu") == 3
-        pids = [w.pid for w in second.workers("cpu")]
-        second.scale("cpu", 1)  # the two newest go (stopped before scale returns)
-        assert second.current("cpu") == 1
-        assert [psutil.pid_exists(p) for p in pids] == [True, False, False]
-        with pytest.raises(ValueError, match="unknown worker pool 'gpu'"):
-            second.scale("gpu", 1)
+        launcher.scale(POOL, 3)
+        newest = launcher.workers(POOL)[-1].name
+        second = RayLauncher(
+            plane.config(tmp_path), default=CPU, server_url=plane.svc.url, busy=lambda: {newest}
+        )
+        assert second.current(POOL) == launcher.current(POOL) == 3
+        assert second.current("another/model") == 0
+        before = {w.name: w.pid for w in second.workers(POOL)}
+        assert newest in before
+        second.scale(POOL, 1)  # the idle ones go first (stopped before scale returns)
+        assert [w.name for w in second.workers(POOL)] == [newest]
+        assert {n: psutil.pid_exists(p) for n, p in before.items() if p} == {
+            n: n == newest for n in before
+        }
+        with pytest.raises(ValueError, match="must be >= 0"):
+            second.scale(POOL, -1)
         second.close()  # the connection was not its own: Ray stays initialised
         assert ray.is_initialized()
 
@@ -239,16 +248,16 @@ def test_autoscaler_adds_nodes_for_workers_that_do_not_fit(plane: Plane, tmp_pat
     with FakeAutoscalingCluster(tmp_path / "ray", types, idle_timeout_s=2.0) as cluster:
         launcher = RayLauncher(
             plane.config(tmp_path / "work"),
-            CPU_POOL,
+            default=CPU,
             server_url=plane.svc.url,
             address=cluster.address,
             namespace="autoscale",
         )
         try:
             assert len(alive_nodes()) == 1  # the head alone, and it has no CPU for workers
-            launcher.scale("cpu", 2)
-            assert {w.state for w in launcher.workers("cpu")} == {"pending"}
-            nodes = wait_until(lambda: _full(_nodes_of(launcher, "cpu"), 2), 90, "new nodes")
+            launcher.scale(POOL, 2)
+            assert {w.state for w in launcher.workers(POOL)} == {"pending"}
+            nodes = wait_until(lambda: _full(_nodes_of(launcher), 2), 90, "new nodes")
             assert len(alive_nodes()) == 3 and len(set(nodes.values())) == 2
             wait_until(lambda: plane.registered(set(nodes)), 60, "the workers to register")
             vid = plane.submit("on an added node", steps=2)
@@ -258,10 +267,12 @@ def test_autoscaler_adds_nodes_for_workers_that_do_not_fit(plane: Plane, tmp_pat
             # The request for nodes stands while the workers are wanted: with the actors
             # gone behind the launcher's back, the idle nodes stay (idle timeout: 2 s).
             for name in nodes:
-                ray.kill(ray.get_actor(name.removeprefix("ray-"), namespace="autoscale"))
+                (worker,) = [w for w in launcher.workers(POOL) if w.name == name]
+                assert worker.pid is not None
+                psutil.Process(worker.pid).parent().kill()  # the actor's process
             time.sleep(5)
             assert len(alive_nodes()) == 3
-            launcher.scale("cpu", 0)  # the request is withdrawn: the idle nodes go
+            launcher.scale(POOL, 0)  # the request is withdrawn: the idle nodes go
             wait_until(lambda: len(alive_nodes()) == 1, 60, "the idle nodes to be removed")
         finally:
             launcher.stop()

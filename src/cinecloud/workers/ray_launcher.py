@@ -16,7 +16,11 @@ workers do not fit, the autoscaler adds nodes, and the actors waiting for room s
 on them. The request replaces any earlier one, so it also lets nodes go once fewer
 workers are wanted.
 
-Actors are named ``{pool}-{n}`` in one Ray namespace and, by default, detached: they
+A pool is a model id, as for the autoscaler and ``LocalLauncher``: its workers load
+only that model (the pool ``""`` loads the configured ``worker.models``). Each pool
+takes its :class:`RayPool` (what one worker asks of Ray), or the default one.
+
+Actors are named ``worker:{pool}:{n}`` in one Ray namespace and, by default, detached: they
 outlive the process that made them, and a new launcher (a restarted control plane, or
 the replica that takes over the background loops) adopts them instead of starting
 over. :meth:`RayLauncher.close` leaves detached workers running; :meth:`RayLauncher.stop`
@@ -31,27 +35,34 @@ forgets dead actors and starts new ones where there is room.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cinecloud.config
 from cinecloud.config import Config
 from cinecloud.workers.launcher import worker_env
 
-__all__ = ["RayLauncher", "RayPool", "RayWorker", "WorkerActor", "node_env"]
+__all__ = ["ACTOR_PREFIX", "RayLauncher", "RayPool", "RayWorker", "WorkerActor", "node_env"]
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"(?P<pool>[A-Za-z0-9_.]+)-(?P<seq>[0-9]+)")
-_POOL = re.compile(r"[A-Za-z0-9_.]+")
+#: The start of every worker actor's name: ``worker:{pool}:{n}``.
+ACTOR_PREFIX = "worker:"
+
+
+class _SupportsTotal(Protocol):
+    """A worker count split by capacity (the autoscaler's ``Desired``)."""
+
+    @property
+    def total(self) -> int: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +70,7 @@ class RayPool:
     """What each worker of one pool asks of Ray, and the settings only it gets.
 
     ``env`` holds extra ``CINECLOUD_*`` settings for this pool's workers, e.g.
-    ``{"CINECLOUD_WORKER__MODELS": '["org/model"]'}``.
+    ``{"CINECLOUD_ENGINE__QUANTIZE": "fp8"}``.
     """
 
     num_gpus: float = 1.0
@@ -81,7 +92,9 @@ class RayPool:
 
 @dataclasses.dataclass(frozen=True)
 class RayWorker:
-    """One worker actor as last seen: ``state`` is ``pending``, ``running`` or ``exited``."""
+    """One worker actor as last seen: ``state`` is ``pending``, ``running`` or ``exited``.
+
+    ``name`` is the worker's name at the control plane."""
 
     pool: str
     name: str
@@ -157,21 +170,24 @@ class WorkerActor:
 class _Handle:
     pool: str
     seq: int
-    actor: Any  # ray.actor.ActorHandle
+    name: str  # the worker's name at the control plane
+    actor: Any = None  # ray.actor.ActorHandle
 
     @property
-    def name(self) -> str:
-        return f"{self.pool}-{self.seq}"
+    def actor_name(self) -> str:
+        return f"{ACTOR_PREFIX}{self.pool}:{self.seq}"
 
 
 class RayLauncher:
-    """Worker actors on a Ray cluster, in named pools; ``scale(pool, n)`` reaches ``n``.
+    """Worker actors on a Ray cluster, by pool; ``scale(pool, desired)`` reaches it.
 
+    ``pools`` gives some pools their own :class:`RayPool`; the others take ``default``.
     ``address`` is the Ray cluster (``"auto"``: the one on this node, or
     ``RAY_ADDRESS``); when Ray is already initialised in this process, that connection
     is used. ``server_url`` is where the workers reach the control plane (default
     ``cfg.server.public_url``). ``env`` is where ``CINECLOUD_*`` settings are read
-    besides ``cfg`` (default ``os.environ``).
+    besides ``cfg`` (default ``os.environ``). ``busy`` names the workers that hold a
+    job; scaling down stops the others first (newest first).
     """
 
     def __init__(
@@ -179,12 +195,14 @@ class RayLauncher:
         cfg: Config,
         pools: Mapping[str, RayPool] | None = None,
         *,
+        default: RayPool | None = None,
         server_url: str | None = None,
         address: str = "auto",
         namespace: str = "cinecloud",
         detached: bool = True,
         request_nodes: bool = True,
         env: Mapping[str, str] | None = None,
+        busy: Callable[[], Collection[str]] | None = None,
         stop_timeout_s: float = 15.0,
         probe_timeout_s: float = 2.0,
     ) -> None:
@@ -193,16 +211,15 @@ class RayLauncher:
         except ImportError as exc:  # pragma: no cover - ray is in the dev environment
             raise RuntimeError("RayLauncher needs Ray: pip install 'cinecloud[ray]'") from exc
         self._ray = ray
-        self._pools = dict(pools if pools is not None else {"default": RayPool()})
-        for pool in self._pools:
-            if not _POOL.fullmatch(pool):
-                raise ValueError(f"worker pool names are letters, digits, '_' and '.' ({pool!r})")
+        self._pools = dict(pools or {})
+        self._default = default or RayPool()
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             ray.init(address=address, namespace=namespace, log_to_driver=False)
         self._namespace = namespace
         self._detached = detached
         self._request_nodes = request_nodes
+        self._busy = busy
         self._stop_timeout_s = stop_timeout_s
         self._probe_timeout_s = probe_timeout_s
         self._server_url = server_url or cfg.server.public_url
@@ -210,36 +227,38 @@ class RayLauncher:
         self._settings = _settings(cfg, self._server_url, os.environ if env is None else env)
         self._remote = ray.remote(WorkerActor)
         self._lock = threading.Lock()
-        self._actors: dict[str, list[_Handle]] = {pool: [] for pool in self._pools}
+        self._actors: dict[str, list[_Handle]] = {}
         self._desired: dict[str, int] = {}
         self._requested: list[dict[str, float]] | None = None
+        self._closed = False
         self._adopt()
 
     # ------------------------------------------------------------ the launcher protocol
 
-    def scale(self, pool: str, desired: int) -> None:
-        """Reach ``desired`` workers in ``pool``: forget dead ones, start or stop (newest
-        first); ask the autoscaler for room for all desired workers of every pool."""
-        if desired < 0:
-            raise ValueError(f"worker count must be >= 0 (got {desired})")
-        spec = self._spec(pool)
+    def scale(self, pool: str, desired: int | _SupportsTotal) -> None:
+        """Reach ``desired`` workers in ``pool``: forget dead ones, start new ones or stop
+        some (idle before busy, newest first); ask the autoscaler for room for all
+        desired workers of every pool. A split count (on demand, spot) runs its total."""
+        n = desired if isinstance(desired, int) else desired.total
+        if n < 0:
+            raise ValueError(f"worker count must be >= 0 (got {n})")
         with self._lock:
-            self._reap(pool)
-            handles = self._actors[pool]
-            self._desired[pool] = desired
+            if self._closed:
+                log.info("launcher stopped: pool %r stays down", pool)
+                return
+            handles = self._reap(pool)
+            self._desired[pool] = n
             self._ask_for_nodes()
-            while len(handles) < desired:
-                handles.append(self._start(pool, spec))
-            extra = handles[desired:]
-            del handles[desired:]
+            while len(handles) < n:
+                handles.append(self._start(pool))
+            extra = self._surplus(handles, n)
+            self._actors[pool] = [h for h in handles if h not in extra]
         self._end(extra)
 
     def current(self, pool: str) -> int:
-        """Workers in ``pool`` that are running or waiting for room (dead ones forgotten)."""
-        self._spec(pool)
+        """Workers of ``pool`` running or waiting for room; dead ones are forgotten."""
         with self._lock:
-            self._reap(pool)
-            return len(self._actors[pool])
+            return len(self._reap(pool))
 
     def close(self) -> None:
         """Let go of the cluster. Detached workers keep running (a new launcher adopts
@@ -252,24 +271,24 @@ class RayLauncher:
     # ------------------------------------------------------------ beyond the protocol
 
     def stop(self) -> None:
-        """Stop every worker of every pool and withdraw the request for nodes."""
+        """Stop every worker of every pool and withdraw the request for nodes; later
+        calls to :meth:`scale` start nothing."""
         with self._lock:
             handles = [h for pool in self._actors.values() for h in pool]
-            for pool in self._actors:
-                self._actors[pool] = []
-                self._desired[pool] = 0
+            self._actors = {}
+            self._desired = {}
+            self._closed = True
             self._ask_for_nodes()
         self._end(handles)
 
     def workers(self, pool: str) -> list[RayWorker]:
         """The pool's workers: where each runs, or that it still waits for a node."""
-        self._spec(pool)
         with self._lock:
-            handles = list(self._actors[pool])
+            handles = list(self._actors.get(pool, []))
         infos = self._probe(handles)
         result = []
         for h in handles:
-            info = infos.get(h.name)
+            info = infos.get(h.actor_name)
             if info is None:
                 result.append(RayWorker(pool, h.name, "pending"))
                 continue
@@ -280,40 +299,47 @@ class RayLauncher:
 
     # ------------------------------------------------------------ internals
 
-    def _spec(self, pool: str) -> RayPool:
-        try:
-            return self._pools[pool]
-        except KeyError:
-            known = ", ".join(sorted(self._pools))
-            raise ValueError(f"unknown worker pool {pool!r} (known: {known})") from None
-
-    def _start(self, pool: str, spec: RayPool) -> _Handle:
-        seq = max((h.seq for h in self._actors[pool]), default=0) + 1
+    def _start(self, pool: str) -> _Handle:
+        spec = self._pools.get(pool, self._default)
+        seq = max((h.seq for h in self._actors.get(pool, [])), default=0) + 1
+        settings = dict(self._settings)
+        if pool:
+            settings["CINECLOUD_WORKER__MODELS"] = json.dumps([pool])
+        settings.update(spec.env)
+        options: dict[str, Any] = {
+            "namespace": self._namespace,
+            "num_cpus": spec.num_cpus,
+            "num_gpus": spec.num_gpus,
+            "max_restarts": 0,
+        }
+        if spec.resources:
+            options["resources"] = dict(spec.resources)
+        if self._detached:
+            options["lifetime"] = "detached"
         while True:
-            handle = _Handle(pool, seq, None)
-            options: dict[str, Any] = {
-                "name": handle.name,
-                "namespace": self._namespace,
-                "num_cpus": spec.num_cpus,
-                "num_gpus": spec.num_gpus,
-                "max_restarts": 0,
-            }
-            if spec.resources:
-                options["resources"] = dict(spec.resources)
-            if self._detached:
-                options["lifetime"] = "detached"
-            settings = {**self._settings, **spec.env}
-            worker_name = f"{self._prefix}-{handle.name}"
+            handle = _Handle(pool, seq, self._worker_name(pool, seq))
             try:
-                opts = self._remote.options(**options)
-                handle.actor = opts.remote(worker_name, self._server_url, settings)
+                opts = self._remote.options(name=handle.actor_name, **options)
+                handle.actor = opts.remote(handle.name, self._server_url, settings)
             except ValueError as exc:  # the name is taken: another launcher just used it
                 if "already exists" not in str(exc):
                     raise
                 seq += 1
                 continue
-            log.info("asked Ray for worker %s (pool %s, %s)", worker_name, pool, spec.bundle())
+            log.info("asked Ray for worker %s (%s)", handle.name, spec.bundle())
             return handle
+
+    def _worker_name(self, pool: str, seq: int) -> str:
+        slug = "".join(ch if ch.isalnum() else "-" for ch in pool)
+        return f"{self._prefix}-{slug}-{seq}" if pool else f"{self._prefix}-{seq}"
+
+    def _surplus(self, handles: list[_Handle], n: int) -> list[_Handle]:
+        """The workers to stop to keep ``n``: idle before busy, newest first."""
+        if len(handles) <= n:
+            return []
+        busy = set(self._busy()) if self._busy is not None else set()
+        order = sorted(enumerate(handles), key=lambda ih: (ih[1].name in busy, -ih[0]))
+        return [h for _, h in order[: len(handles) - n]]
 
     def _probe(self, handles: list[_Handle]) -> dict[str, dict[str, Any] | None]:
         """``info()`` of each actor that answers within the probe timeout; None: dead."""
@@ -327,20 +353,21 @@ class RayLauncher:
         result: dict[str, dict[str, Any] | None] = {}
         for ref in ready:
             try:
-                result[refs[ref].name] = ray.get(ref)
+                result[refs[ref].actor_name] = ray.get(ref)
             except ray.exceptions.RayActorError:
-                result[refs[ref].name] = None
+                result[refs[ref].actor_name] = None
         return result
 
-    def _reap(self, pool: str) -> None:
-        """Forget actors that died (their node went away) or whose worker exited."""
-        handles = self._actors[pool]
+    def _reap(self, pool: str) -> list[_Handle]:
+        """The pool's live actors: those that died (their node went away) or whose
+        worker exited are forgotten and ended."""
+        handles = self._actors.setdefault(pool, [])
         infos = self._probe(handles)
         gone = []
         for h in handles:
-            if h.name not in infos:
+            if h.actor_name not in infos:
                 continue  # waiting for room, or slow to answer: still ours
-            info = infos[h.name]
+            info = infos[h.actor_name]
             if info is None:
                 log.warning("worker actor %s died (its node is gone?)", h.name)
                 gone.append(h)
@@ -350,6 +377,7 @@ class RayLauncher:
         for h in gone:
             handles.remove(h)
             self._ray.kill(h.actor, no_restart=True)
+        return handles
 
     def _end(self, handles: list[_Handle]) -> None:
         """Stop each worker gracefully (in parallel), then end its actor."""
@@ -360,17 +388,14 @@ class RayLauncher:
         ray.wait(refs, num_returns=len(refs), timeout=self._stop_timeout_s + 5.0)
         for h in handles:
             ray.kill(h.actor, no_restart=True)
-            log.info("stopped worker actor %s", h.name)
+            log.info("stopped worker %s", h.name)
 
     def _ask_for_nodes(self) -> None:
         """Ask the autoscaler for one bundle per desired worker (replacing the last ask)."""
         if not self._request_nodes:
             return
-        bundles = [
-            self._pools[pool].bundle()
-            for pool, n in sorted(self._desired.items())
-            for _ in range(n)
-        ]
+        wanted = sorted(self._desired.items())
+        bundles = [self._pools.get(p, self._default).bundle() for p, n in wanted for _ in range(n)]
         bundles = [b for b in bundles if b]
         if bundles == self._requested:
             return
@@ -380,23 +405,27 @@ class RayLauncher:
         self._requested = bundles
 
     def _adopt(self) -> None:
-        """Take over the live named worker actors of our pools in our namespace."""
+        """Take over the live worker actors in our namespace (a previous launcher's)."""
         ray = self._ray
         for entry in ray.util.list_named_actors(all_namespaces=True):
-            if entry["namespace"] != self._namespace:
+            name = entry["name"]
+            if entry["namespace"] != self._namespace or not name.startswith(ACTOR_PREFIX):
                 continue
-            m = _NAME.fullmatch(entry["name"])
-            if m is None or m["pool"] not in self._actors:
+            pool, _, seq = name.removeprefix(ACTOR_PREFIX).rpartition(":")
+            if not seq.isdigit():
                 continue
             try:
-                actor = ray.get_actor(entry["name"], namespace=self._namespace)
+                actor = ray.get_actor(name, namespace=self._namespace)
             except ValueError:  # gone since it was listed
                 continue
-            self._actors[m["pool"]].append(_Handle(m["pool"], int(m["seq"]), actor))
-        for handles in self._actors.values():
+            handle = _Handle(pool, int(seq), self._worker_name(pool, int(seq)), actor)
+            self._actors.setdefault(pool, []).append(handle)
+        for pool, handles in self._actors.items():
             handles.sort(key=lambda h: h.seq)
-            if handles:
-                log.info("adopted %d running worker actor(s)", len(handles))
+            for h in handles:  # their names as the launcher that made them chose
+                info = self._probe([h]).get(h.actor_name)
+                h.name = str(info["name"]) if info else h.name
+            log.info("adopted %d worker actor(s) of pool %r", len(handles), pool)
 
 
 def _settings(cfg: Config, server_url: str, env: Mapping[str, str]) -> dict[str, str]:
