@@ -314,6 +314,7 @@ def _scaler_problems(objects: list[Obj]) -> Iterator[str]:
         if "replicas" in deployment["spec"]:
             yield f"{_ident(so)}: {_ident(deployment)} sets replicas, which KEDA owns"
         models = _worker_models(deployment, config_maps)
+        yield from _autoscale_problems(so, models, config_maps)
         for trigger in so["spec"].get("triggers", []):
             if trigger.get("type") != "prometheus":
                 continue
@@ -326,6 +327,22 @@ def _scaler_problems(objects: list[Obj]) -> Iterator[str]:
                     f"{_ident(so)}: its query's pool {sorted(pools)} is not the "
                     f"workers' models {sorted(models)}"
                 )
+
+
+def _autoscale_problems(so: Obj, models: set[str], config_maps: dict[str, Obj]) -> Iterator[str]:
+    """The control plane decides for the scaler's pool, within its maxReplicaCount."""
+    settings: dict[str, str] = {}
+    for cm in config_maps.values():
+        settings.update({k: v for k, v in cm.get("data", {}).items() if "AUTOSCALE__" in k})
+    if settings.get("CINECLOUD_AUTOSCALE__LAUNCHER") != "observe":
+        yield f"{_ident(so)}: no control plane publishes the count (autoscale launcher observe)"
+        return
+    pools = set(json.loads(settings.get("CINECLOUD_AUTOSCALE__POOLS", "[]")))
+    if not models <= pools:
+        yield f"{_ident(so)}: the autoscaler's pools {sorted(pools)} leave out {sorted(models)}"
+    wanted = int(settings.get("CINECLOUD_AUTOSCALE__MAX_WORKERS", "4"))
+    if so["spec"].get("maxReplicaCount", 100) < wanted:
+        yield f"{_ident(so)}: maxReplicaCount is below the autoscaler's max_workers {wanted}"
 
 
 def _edge_problems(objects: list[Obj]) -> Iterator[str]:

@@ -130,6 +130,14 @@ BROKEN = {
         ),
         "ScaledObject/cinecloud-worker: its query's pool ['other/model'] is not the workers'",
     ),
+    "a scaler capped below the autoscaler": (
+        _json6902(
+            "ScaledObject",
+            "cinecloud-worker",
+            "- {op: replace, path: /spec/maxReplicaCount, value: 4}",
+        ),
+        "maxReplicaCount is below the autoscaler's max_workers 8",
+    ),
     "a service that selects nothing": (
         _json6902(
             "Service",
