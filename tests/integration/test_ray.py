@@ -270,7 +270,7 @@ def test_autoscaler_adds_nodes_for_workers_that_do_not_fit(plane: Plane, tmp_pat
                 (worker,) = [w for w in launcher.workers(POOL) if w.name == name]
                 assert worker.pid is not None
                 psutil.Process(worker.pid).parent().kill()  # the actor's process
-            time.sleep(5)
+            time.sleep(4)  # > idle timeout 2 s + an autoscaler pass (1 s)
             assert len(alive_nodes()) == 3
             launcher.scale(POOL, 0)  # the request is withdrawn: the idle nodes go
             wait_until(lambda: len(alive_nodes()) == 1, 60, "the idle nodes to be removed")
