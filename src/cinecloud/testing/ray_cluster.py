@@ -35,6 +35,8 @@ from cinecloud.testing.service import free_port
 __all__ = ["FakeAutoscalingCluster", "alive_nodes", "local_cluster", "loopback_ray"]
 
 LOOPBACK = "127.0.0.1"
+#: Each node's object store (Ray's default is 30% of the machine's memory per node).
+OBJECT_STORE_BYTES = 100 * 1024 * 1024
 
 
 def loopback_ray() -> None:
@@ -70,11 +72,12 @@ def local_cluster(nodes: int, cpus_per_node: float = 1.0, **node_args: Any) -> I
     loopback_ray()
     from ray.cluster_utils import Cluster
 
-    head = {"num_cpus": 0, "node_ip_address": LOOPBACK, "include_dashboard": False}
+    node = {"node_ip_address": LOOPBACK, "object_store_memory": OBJECT_STORE_BYTES}
+    head = {"num_cpus": 0, "include_dashboard": False, **node}
     cluster: Any = Cluster(initialize_head=True, head_node_args=head)
     try:
         for _ in range(nodes):
-            cluster.add_node(num_cpus=cpus_per_node, node_ip_address=LOOPBACK, **node_args)
+            cluster.add_node(num_cpus=cpus_per_node, **node, **node_args)
         cluster.wait_for_nodes()
         yield cluster
     finally:
@@ -113,6 +116,7 @@ class FakeAutoscalingCluster:
         cmd = [
             *(ray_cli, "start", "--head", "--block", f"--autoscaling-config={config}"),
             *(f"--node-ip-address={LOOPBACK}", f"--port={self.port}", "--num-cpus=0"),
+            f"--object-store-memory={OBJECT_STORE_BYTES}",
             *("--include-dashboard=false", f"--temp-dir={self.temp_dir}"),
         ]
         env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
@@ -176,7 +180,7 @@ def _fake_config(
     }
     for name, spec in node_types.items():
         types[name] = {
-            "resources": dict(spec["resources"]),
+            "resources": {"object_store_memory": OBJECT_STORE_BYTES, **spec["resources"]},
             "node_config": {},
             "min_workers": int(spec.get("min_workers", 0)),
             "max_workers": int(spec["max_workers"]),
