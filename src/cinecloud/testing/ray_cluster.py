@@ -9,7 +9,7 @@ It is what ``ray.cluster_utils.AutoscalingCluster`` does, with three differences
 make it fit here: that one runs ``ray stop --force`` (it ends every Ray process of the
 user, not only its own), binds the default GCS port (6379, Redis's), and reads an
 example config that the Ray wheel does not ship. This one starts
-``ray start --head --block`` in a session of its own and ends that session.
+``ray start --head --block`` in a process group of its own and ends that group.
 """
 
 from __future__ import annotations
