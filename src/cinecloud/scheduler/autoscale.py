@@ -20,7 +20,8 @@ The target of a pool is the largest of three terms:
 - **running**: never fewer workers than running jobs.
 
 Then the pool's floor (``min_workers``; and one worker, until the pool has been idle
-for ``idle_to_zero_s``), its ceiling (``max_workers``) and the delays: a higher
+for ``idle_to_zero_s``), its ceiling (``max_workers``), no shrinking while jobs wait
+(every worker is then busy or still starting) and the delays: a higher
 target is applied once it has held for ``upscale_delay_s`` (at once from zero: an
 empty pool with work serves nothing), a lower one once it has held for
 ``downscale_delay_s``. Once idle for ``idle_to_zero_s``, the load term is dropped
@@ -252,26 +253,40 @@ def _target(obs: PoolObservation, policy: PoolPolicy, idle_for: float) -> tuple[
         else 0
     )
     backlog = backlog_workers(obs, policy)
-    terms = [
-        (
-            load,
-            f"arrivals {obs.arrival_rate * 60:.3g}/min x {obs.service_s:.3g} s a job "
-            f"need {load} for p{policy.wait_quantile * 100:g} wait <= {policy.target_wait_s:g} s",
-        ),
+    terms = [  # on a tie the backlog names the reason
         (
             backlog,
             f"{obs.queued} queued, {obs.in_flight} running need {backlog} to start each "
             f"within {policy.target_wait_s:g} s (cold start {policy.cold_start_s:g} s)",
         ),
+        (
+            load,
+            f"arrivals {obs.arrival_rate * 60:.3g}/min x {obs.service_s:.3g} s a job "
+            f"need {load} for p{policy.wait_quantile * 100:g} wait <= {policy.target_wait_s:g} s",
+        ),
     ]
     n, why = max(terms, key=lambda term: term[0])
     if n == 0:
-        why = "no work" if forecast else f"idle {idle_for:.0f} s >= {policy.idle_to_zero_s:g} s"
+        idle = forecast or math.isinf(idle_for)  # never busy: nothing to count from
+        why = "no work" if idle else f"idle {idle_for:.0f} s >= {policy.idle_to_zero_s:g} s"
     if n < policy.min_workers:
         n, why = policy.min_workers, f"{why}; min_workers {policy.min_workers}"
     if n > cap:
         n, why = cap, f"{why}; capped at max_workers {cap}"
     return n, why
+
+
+def _held(
+    target: int, why: str, obs: PoolObservation, policy: PoolPolicy, prev: int, idle_for: float
+) -> tuple[int, str]:
+    """What the pool keeps whatever the target: while jobs wait it does not shrink (its
+    workers are busy or still starting), and one worker stays until it has been idle
+    for ``idle_to_zero_s``."""
+    if obs.queued and target < prev <= policy.max_workers:
+        return prev, f"{why}; no downscale while {obs.queued} queued"
+    if prev > 0 and idle_for < policy.idle_to_zero_s and target < 1:
+        return 1, f"{why}; one kept until idle {policy.idle_to_zero_s:g} s"
+    return target, why
 
 
 def decide(
@@ -280,10 +295,8 @@ def decide(
     """One pool's decision (see the module's docstring)."""
     busy_at = now if obs.queued or obs.in_flight else memory.busy_at
     idle_for = math.inf if busy_at is None else now - busy_at
-    target, why = _target(obs, policy, idle_for)
     prev = memory.desired
-    if prev > 0 and idle_for < policy.idle_to_zero_s and target < 1:
-        target, why = 1, f"{why}; one kept until idle {policy.idle_to_zero_s:g} s"
+    target, why = _held(*_target(obs, policy, idle_for), obs, policy, prev, idle_for)
     desired, pending_since, note = prev, None, ""
     up = target > prev
     if target != prev:

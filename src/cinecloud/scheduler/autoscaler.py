@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 
 #: Queued jobs read per pass to estimate a pool's service time (the count is exact).
 SHAPE_SAMPLE = 500
+#: Recent completions per pool that calibrate the estimate against measured GPU time.
+CALIBRATION_SAMPLE = 20
 
 
 @dataclass(frozen=True)
@@ -103,12 +105,14 @@ class ObservedLauncher:
 @dataclass(frozen=True)
 class PoolLoad:
     """A pool's jobs in the store: queued and running counts, arrivals in the window,
-    and the stored (params, size) of up to :data:`SHAPE_SAMPLE` oldest queued jobs."""
+    the stored (params, size) of up to :data:`SHAPE_SAMPLE` oldest queued jobs, and
+    (params, size, gpu_seconds) of up to :data:`CALIBRATION_SAMPLE` latest completed."""
 
     queued: int = 0
     in_flight: int = 0
     arrivals: int = 0
     shapes: tuple[tuple[dict[str, Any], str], ...] = ()
+    done: tuple[tuple[dict[str, Any], str, float], ...] = ()
 
 
 def pool_loads(
@@ -135,6 +139,12 @@ def pool_loads(
             .order_by(c.created_at)
             .limit(SHAPE_SAMPLE)
         ).all()
+        done = conn.execute(
+            select(c.model, c.params, c.size, c.gpu_seconds)
+            .where(mine, c.status == JobStatus.COMPLETED.value, c.gpu_seconds > 0)
+            .order_by(c.completed_at.desc())
+            .limit(CALIBRATION_SAMPLE * len(pools))
+        ).all()
     queued = {m: int(n) for m, s, n in counts if s == JobStatus.QUEUED.value}
     running = {m: int(n) for m, s, n in counts if s == JobStatus.IN_PROGRESS.value}
     arrivals = {m: int(n) for m, n in arrived}
@@ -144,6 +154,9 @@ def pool_loads(
             in_flight=running.get(pool, 0),
             arrivals=arrivals.get(pool, 0),
             shapes=tuple((dict(p), str(s)) for m, p, s in sample if m == pool),
+            done=tuple((dict(p), str(s), float(g)) for m, p, s, g in done if m == pool)[
+                :CALIBRATION_SAMPLE
+            ],
         )
         for pool in pools
     }
@@ -183,7 +196,8 @@ class Autoscaler:
     launcher_name: str = "local"
     memory: dict[str, PoolMemory] = field(default_factory=dict)
     rates: dict[str, RateEstimate] = field(default_factory=dict)
-    service_s: dict[str, float] = field(default_factory=dict)
+    model_s: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, float] = field(default_factory=dict)
     last_at: float | None = None
     latest: dict[str, Decision] = field(default_factory=dict)
     _ring: deque[Decision] = field(init=False)
@@ -214,22 +228,29 @@ class Autoscaler:
                 self.metrics.autoscaler_workers.labels(pool).set(d.observation.workers)
 
     def estimate(self, pool: str, load: PoolLoad) -> float:
-        """Mean estimated seconds of the pool's queued jobs on one worker; the last
-        estimate, or the fallback, when none is queued."""
+        """One job's seconds on one worker: the service model's mean over the queued jobs
+        (the last mean, or the fallback, when none is queued), times the ratio of measured
+        to modelled GPU seconds of the pool's latest completions (the model's figures are
+        of one reference GPU; this fleet may be faster, slower, or a CPU)."""
         family = self.family_of(pool)
+
+        def modelled(params: Mapping[str, Any], size: str) -> float:
+            return self.service.service_s(family, params_shape(params, size), 1)
+
         if load.shapes:
-            times = [self.service.service_s(family, params_shape(p, s), 1) for p, s in load.shapes]
-            self.service_s[pool] = max(sum(times) / len(times), 1e-3)
-        if pool not in self.service_s:
-            self.service_s[pool] = self.fallback_service_s.get(pool, 60.0)
-        return self.service_s[pool]
+            self.model_s[pool] = sum(modelled(p, s) for p, s in load.shapes) / len(load.shapes)
+        if load.done:
+            expected = sum(modelled(p, s) for p, s, _ in load.done)
+            if expected > 0:
+                self.calibration[pool] = sum(g for *_, g in load.done) / expected
+        base = self.model_s.get(pool, self.fallback_service_s.get(pool, 60.0))
+        return max(base * self.calibration.get(pool, 1.0), 1e-3)
 
 
 def _gist(reason: str) -> str:
-    """A reason without its numbers after the verb, so a hold whose counts drift is not
-    recorded every pass."""
-    head, _, rest = reason.partition(":")
-    return head + ":" + "".join(ch for ch in rest if not ch.isdigit())
+    """A reason's cause without its numbers, so a hold whose counts drift, or the hold
+    that follows a change for the same cause, is not recorded again."""
+    return "".join(ch for ch in reason.partition(":")[2] if not ch.isdigit())
 
 
 def autoscale_once(scaler: Autoscaler, now: float) -> dict[str, Decision]:
