@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from cinecloud.config import AutoscaleConfig
 from cinecloud.scheduler.autoscale import (
     AutoscaleContext,
     PoolMemory,
@@ -57,9 +58,11 @@ from cinecloud.scheduler.autoscale import (
     RateEstimate,
     autoscale,
     ewma_rate,
+    split_capacity,
 )
 from cinecloud.scheduler.service import JobShape, load_service_models
 
+DEFAULTS = AutoscaleConfig()
 POOL = "wan2.1-t2v-1.3b"
 # Wan2.1-T2V-1.3B, 832x480, 81 frames, 50 steps, cfg 5 on one H200 (docs/benchmarks.md).
 SHAPE = JobShape(width=832, height=480, num_frames=81, steps=50, guidance_scale=5.0)
@@ -88,10 +91,11 @@ class Params:
     preempt_per_hour: float = 0.05
     lost_steps: float = 2.5
     lease_ttl_s: float = 30.0
-    on_demand_base: int = 2
-    half_life_s: float = 60.0
-    idle_to_zero_s: float = 600.0
-    downscale_delay_s: float = 120.0
+    # cinecloud's policy with the shipped defaults (cinecloud.config.AutoscaleConfig)
+    on_demand_base: int = DEFAULTS.on_demand_base
+    half_life_s: float = DEFAULTS.arrival_half_life_s
+    idle_to_zero_s: float = DEFAULTS.idle_to_zero_s
+    downscale_delay_s: float = DEFAULTS.downscale_delay_s
     ray_targets: tuple[float, ...] = (2.0, 1.0)
 
 
@@ -302,22 +306,14 @@ class Sim:
 
 @dataclass
 class Fixed:
-    """``n`` workers all day."""
+    """``n`` workers all day (``split``: the capacity mix)."""
 
     n: int
     split: PoolPolicy
     name: str = "fixed"
 
     def desired(self, now: float, sim: Sim) -> tuple[int, int]:
-        return split(self.n, self.split, sim.spot_mix)
-
-
-def split(n: int, policy: PoolPolicy, spot_mix: bool) -> tuple[int, int]:
-    """On-demand only, or the policy's protected on-demand base and the rest on spot."""
-    if not spot_mix:
-        return n, 0
-    base = min(n, policy.on_demand_base)
-    return base, n - base
+        return split_capacity(self.n, self.split)
 
 
 @dataclass
@@ -354,7 +350,7 @@ class RayLike:
             delay = self.upscale_delay_s if up else self.downscale_delay_s
             if now - self.pending[1] >= delay:
                 self.current, self.pending = want, None
-        return split(self.current, self.split, sim.spot_mix)
+        return split_capacity(self.current, self.split)
 
 
 @dataclass
