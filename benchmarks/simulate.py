@@ -1,34 +1,19 @@
 """A day of a video studio's traffic against three autoscaling policies, simulated.
 
-A discrete-event simulation in pure Python, seeded. One model pool, one job per worker
+A discrete-event simulation in pure Python, seeded: one model pool, one job per worker
 (one GPU each), first come first served. The policy under test is cinecloud's own
 :func:`cinecloud.scheduler.autoscale.autoscale`, called every ``--tick`` seconds of the
-simulated clock with what the control plane's loop would observe (queued and running
-jobs, launched workers, the EWMA arrival rate, the service-time estimate). It is
-compared with:
+simulated clock with what the control plane's loop would observe. It is compared with a
+**fixed** fleet (the fewest workers that hold the peak's p95 queue wait at
+``--target-wait``, by bisection; or ``--fixed N``) and a **ray-like** policy (Ray
+Serve's ``ceil(ongoing / target_ongoing_requests)`` with its 30 s look-back, 30 s
+upscale and 600 s downscale delays). Load: a non-homogeneous Poisson process of
+``--videos`` a day, a working-day curve plus a burst peaking at ``--peak-per-min``.
+Spot workers are reclaimed at ``--preempt-per-hour``; their jobs requeue after
+``--lease-ttl`` and redo ``--lost-steps`` steps. Each policy runs on-demand only and as
+a spot mix. docs/autoscaling.md states the defaults, their sources and the results.
 
-- **fixed**: a fleet of N workers all day, N the fewest that hold the peak's p95 queue
-  wait at or below ``--target-wait`` (found by bisection over simulated days), or
-  ``--fixed N``;
-- **ray-like**: Ray Serve's ``target_ongoing_requests`` rule with its defaults:
-  ``ceil(ongoing / target)``, ongoing (queued + running) averaged over a 30 s look-back,
-  applied after a 30 s upscale delay and a 600 s downscale delay; from zero at once.
-
-Load: a non-homogeneous Poisson process (thinning) of ``--videos`` videos a day: a
-two-hump working-day curve (late morning and afternoon, a low floor at night) plus one
-burst, a Gaussian whose peak is ``--peak-per-min`` videos a minute and whose area is
-``--burst-videos`` videos, at ``--burst-at`` hours. "At the peak" is every job that
-arrives within ``--peak-window`` seconds either side of the burst's centre.
-
-Workers: a launched worker costs GPU time from its launch (``--cold-start`` to its first
-job) until it is stopped. Spot workers are reclaimed at ``--preempt-per-hour`` (an
-exponential lifetime); a job on a reclaimed worker returns to the queue when its lease
-expires (``--lease-ttl``) and resumes from its last latent checkpoint, redoing
-``--lost-steps`` steps on average. Queue wait is a job's time in the queue summed over
-its attempts. Policies run twice: on-demand only, and a spot mix that keeps
-``--on-demand-base`` on-demand workers and bursts on spot.
-
-    python benchmarks/simulate.py                          # the defaults below
+    python benchmarks/simulate.py                          # the defaults
     python benchmarks/simulate.py --cold-start 150 --out r.json
 
 Prints the assumptions and a table, and writes JSON (``--out``; default
@@ -495,7 +480,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     # flag: (Params field, help)
     "--seed": ("seed", "random seed of the arrivals, service times and preemptions"),
     "--hours": ("day_s", "hours simulated (the load curve is a 24 h day)"),
-    "--videos": ("videos", "videos a day, the burst included"),
+    "--videos": ("videos", "videos over the simulated hours, the burst included"),
     "--burst-videos": ("burst_videos", "videos in the burst"),
     "--peak-per-min": ("peak_per_min", "the burst's peak arrival rate, videos a minute"),
     "--burst-at": ("burst_at_h", "hour of the burst's centre"),

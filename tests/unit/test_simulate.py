@@ -55,7 +55,7 @@ def test_every_policy_finishes_every_video_and_pays_for_at_least_its_work(
     for r in result["rows"]:
         assert r["completed"] == r["videos"] > 100, r
         assert r["gpu_hours"] >= r["busy_gpu_hours"] > 0, r
-        assert 0 < r["usd_per_video"], r
+        assert r["usd_per_video"] > 0, r
 
 
 def test_fixed_fleet_is_the_smallest_that_holds_the_peak(
@@ -70,9 +70,7 @@ def test_fixed_fleet_is_the_smallest_that_holds_the_peak(
     assert smaller["peak_p95_wait_s"] > short.target_wait_s
 
 
-def test_ours_holds_the_peak_with_far_fewer_gpu_hours(
-    short: Any, result: dict[str, Any]
-) -> None:
+def test_ours_holds_the_peak_with_far_fewer_gpu_hours(short: Any, result: dict[str, Any]) -> None:
     by = rows(result)
     ours, fixed = by[("cinecloud", "on-demand")], by[("fixed", "on-demand")]
     assert ours["peak_p95_wait_s"] <= short.target_wait_s
