@@ -14,10 +14,12 @@ from typing import Any
 import psutil
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from cinecloud.api import build_state, create_app
-from cinecloud.api.autoscaling import make_autoscaler
+from cinecloud.api.autoscaling import WORKER_SEEN_S, make_autoscaler, observed_launcher
 from cinecloud.api.state import AppState
+from cinecloud.cli.main import app as cli
 from cinecloud.jobs import NewJob
 from cinecloud.scheduler.autoscaler import (
     Autoscaler,
@@ -178,10 +180,32 @@ def test_admin_view_says_when_the_autoscaler_is_off(tmp_path: Path) -> None:
     assert body.json() == {"object": "autoscaler", "enabled": False, "pools": [], "decisions": []}
 
 
-def test_unknown_pool_is_refused(tmp_path: Path) -> None:
+def test_bad_settings_are_refused(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, autoscale={"enabled": True, "pools": ["no/such-model"]})
     with pytest.raises(ValueError, match="unknown models: no/such-model"):
         make_autoscaler(build_state(cfg), FakeLauncher())
+    with pytest.raises(ValueError, match="min_workers must not exceed"):
+        make_config(tmp_path, autoscale={"min_workers": 3, "max_workers": 2})
+    result = CliRunner().invoke(cli, ["serve", "--autoscale", "ray"])
+    assert result.exit_code == 2 and "--autoscale must be local or observe" in result.output
+
+
+def test_observed_launcher_counts_the_registered_workers_of_a_pool(
+    scaled: tuple[AppState, Autoscaler, FakeClock, FakeLauncher],
+) -> None:
+    state, scaler, clock, _ = scaled
+    observed = observed_launcher(state)
+    for name, models in (("a", [MODEL]), ("b", [MODEL, "other"]), ("c", ["other"])):
+        state.workers.register(None, name, {"models": models})
+    scaler.launcher = observed
+    submit(state, 5)
+    clock.advance(5)
+    d = autoscale_once(scaler, clock())[MODEL]
+    assert (observed.current(MODEL), observed.current("other")) == (2, 2)
+    assert (d.observation.workers, d.desired) == (2, 3)  # it decides and publishes ...
+    assert observed.current(MODEL) == 2  # ... and starts nothing
+    clock.advance(WORKER_SEEN_S + 1)  # workers not seen for a minute are gone
+    assert observed.current(MODEL) == 0
 
 
 # ---------------------------------------------------------------- real processes
@@ -282,8 +306,11 @@ def test_a_burst_scales_workers_up_from_zero_and_back(tmp_path: Path, db_url: st
         assert wait_for(lambda: worker_processes(svc.proc.pid) == [], 30), svc.tail()
         view = admin_view(svc)
         assert view["pools"][0]["desired"] == 0
-        steps = [d["reason"].split(":")[0] for d in reversed(view["decisions"])]
-        assert steps[:2] == ["hold 0", "up 0->2"], steps
+        chronological = list(reversed(view["decisions"]))
+        steps = [d["reason"].split(":")[0] for d in chronological]
+        # (a pass may fall between two of the four submissions: 0->1, then 1->2)
+        assert steps[0] == "hold 0" and steps[1].startswith("up 0->"), steps
+        assert max(d["desired"] for d in chronological) == 2, steps
         assert steps[-1] in ("down 1->0", "down 2->0"), steps
         assert "idle" in view["decisions"][0]["reason"]
     finally:

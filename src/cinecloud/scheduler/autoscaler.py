@@ -213,6 +213,11 @@ class Autoscaler:
         with self._lock:
             return list(reversed(self._ring))
 
+    def current(self) -> list[Decision]:
+        """Each pool's latest decision, by pool."""
+        with self._lock:
+            return [d for _, d in sorted(self.latest.items())]
+
     def record(self, decisions: Mapping[str, Decision]) -> None:
         """Keep the decisions that changed the count or the reason, and publish each."""
         with self._lock:

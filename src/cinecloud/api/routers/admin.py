@@ -29,7 +29,7 @@ async def autoscaler(
     if scaler is None:
         return {"object": "autoscaler", "enabled": False, "pools": [], "decisions": []}
     cfg = state.cfg.autoscale
-    latest = [decision_view(d) for _, d in sorted(scaler.latest.items())]
+    latest = [decision_view(d) for d in scaler.current()]
     return {
         "object": "autoscaler",
         "enabled": True,
