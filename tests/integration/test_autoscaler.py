@@ -313,5 +313,13 @@ def test_a_burst_scales_workers_up_from_zero_and_back(tmp_path: Path, db_url: st
         assert max(d["desired"] for d in chronological) == 2, steps
         assert steps[-1] in ("down 1->0", "down 2->0"), steps
         assert "idle" in view["decisions"][0]["reason"]
+
+        with svc.client() as c:  # work again: back from zero at once
+            c.post("/v1/videos", json={"prompt": "a blue star", "steps": 2})
+        assert wait_for(lambda: len(worker_processes(svc.proc.pid)) == 1, 10)
+        [worker] = worker_processes(svc.proc.pid)
+        svc.proc.send_signal(signal.SIGTERM)  # the server alone: it stops its workers
+        assert svc.proc.wait(30) == 0
+        assert psutil.wait_procs([worker], timeout=20)[1] == [], "a worker outlived the server"
     finally:
         svc.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from pathlib import Path
 
@@ -67,6 +68,9 @@ def run_server(cfg: Config, workers: int) -> None:
             target=_supervise, args=(launcher, workers, stop), daemon=True
         )
         supervisor.start()
+    # uvicorn raises SIGTERM again after its graceful shutdown; the default handler would
+    # then end the process before the finally below stops the local workers.
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
     try:
         server.run()
     finally:
