@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 __all__ = [
     "ApiConfig",
+    "AutoscaleConfig",
     "Config",
     "DatabaseConfig",
     "DeliveryConfig",
@@ -114,6 +115,31 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class AutoscaleConfig:
+    """The autoscaler loop (docs/autoscaling.md); off unless enabled."""
+
+    enabled: bool = False
+    # local: worker processes beside the control plane; observe: start nothing, count the
+    # registered workers (the fleet is scaled from the desired-workers gauge).
+    launcher: str = "local"
+    # Model ids, one pool each; empty: the default model's pool.
+    pools: tuple[str, ...] = ()
+    interval_s: float = 5.0
+    min_workers: int = 0
+    max_workers: int = 4
+    target_wait_s: float = 60.0
+    wait_quantile: float = 0.95
+    cold_start_s: float = 45.0
+    idle_to_zero_s: float = 300.0
+    upscale_delay_s: float = 0.0
+    downscale_delay_s: float = 60.0
+    arrival_half_life_s: float = 60.0
+    on_demand_base: int = 1
+    on_demand_share: float = 1.0
+    history: int = 200
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     max_prompt_chars: int = 2000
     max_body_bytes: int = 20 * 1024 * 1024
@@ -167,6 +193,7 @@ class Config:
     engine: EngineConfig
     worker: WorkerConfig
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
 
     def redacted(self) -> dict[str, Any]:
         """A plain dict for display, with secrets masked."""
@@ -240,6 +267,25 @@ class _Scheduler(BaseModel):
     candidates: int = Field(32, ge=1, le=10_000)
 
 
+class _Autoscale(BaseModel):
+    enabled: bool = False
+    launcher: Literal["local", "observe"] = "local"
+    pools: list[str] = []
+    interval_s: float = Field(5.0, gt=0)
+    min_workers: int = Field(0, ge=0)
+    max_workers: int = Field(4, ge=0)
+    target_wait_s: float = Field(60.0, gt=0)
+    wait_quantile: float = Field(0.95, gt=0, lt=1)
+    cold_start_s: float = Field(45.0, ge=0)
+    idle_to_zero_s: float = Field(300.0, ge=0)
+    upscale_delay_s: float = Field(0.0, ge=0)
+    downscale_delay_s: float = Field(60.0, ge=0)
+    arrival_half_life_s: float = Field(60.0, gt=0)
+    on_demand_base: int = Field(1, ge=0)
+    on_demand_share: float = Field(1.0, ge=0, le=1)
+    history: int = Field(200, ge=1, le=100_000)
+
+
 class _Api(BaseModel):
     max_prompt_chars: int = Field(2000, gt=0)
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
@@ -307,6 +353,7 @@ class Settings(BaseSettings):
     delivery: _Delivery = _Delivery()
     queue: _Queue = _Queue()
     scheduler: _Scheduler = _Scheduler()
+    autoscale: _Autoscale = _Autoscale()
     api: _Api = _Api()
     engine: _Engine = _Engine()
     worker: _Worker = _Worker()
@@ -345,6 +392,8 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
     s = Settings(**overrides)  # type: ignore[arg-type]
     home = s.server.home
     public_url = s.server.public_url or f"http://{s.server.host}:{s.server.port}"
+    if s.autoscale.min_workers > s.autoscale.max_workers:
+        raise ValueError("autoscale.min_workers must not exceed autoscale.max_workers")
     if s.delivery.serve_from == "bucket" and s.storage.backend != "s3":
         raise ValueError('delivery.serve_from = "bucket" needs storage.backend = "s3"')
     secret = s.delivery.secret or _secret_for(home, "secret")
@@ -367,6 +416,9 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
         ),
         queue=QueueConfig(**s.queue.model_dump()),
         scheduler=SchedulerConfig(**s.scheduler.model_dump()),
+        autoscale=AutoscaleConfig(
+            **{**s.autoscale.model_dump(), "pools": tuple(s.autoscale.pools)}
+        ),
         api=ApiConfig(**s.api.model_dump()),
         engine=EngineConfig(
             models_dir=s.engine.models_dir or repo_root() / "models",

@@ -14,12 +14,13 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.errors import install_error_handlers
-from cinecloud.api.routers import events, health, internal, models, videos
+from cinecloud.api.routers import admin, events, health, internal, models, videos
 from cinecloud.api.state import AppState
 from cinecloud.config import Config
 from cinecloud.delivery import create_origin_router
 from cinecloud.engine.registry import default_registry
 from cinecloud.jobs import AccountStore, JobStore, WorkerStore, make_engine, migrate
+from cinecloud.scheduler.autoscaler import autoscale_loop
 from cinecloud.storage import open_store
 from cinecloud.telemetry import Metrics
 
@@ -102,13 +103,18 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         st.notifier.bind(asyncio.get_running_loop())
         st.events.bind(asyncio.get_running_loop())
-        task = asyncio.create_task(_sweeper(st))
+        tasks = [asyncio.create_task(_sweeper(st))]
+        if st.autoscaler is not None:
+            loop = autoscale_loop(st.autoscaler, st.clock, cfg.autoscale.interval_s)
+            tasks.append(asyncio.create_task(loop))
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(
         title="cinecloud",
@@ -122,6 +128,7 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     app.include_router(internal.router)
     app.include_router(internal.upload_router)
     app.include_router(create_origin_router(st.store, secret=cfg.delivery.secret, clock=st.clock))

@@ -13,6 +13,7 @@ from cinecloud.config import Config
 from cinecloud.engine.registry import Registry
 from cinecloud.jobs import AccountStore, ApiKeyRecord, JobStore, WorkerStore
 from cinecloud.scheduler import ServiceModels, load_service_models
+from cinecloud.scheduler.autoscaler import Autoscaler
 from cinecloud.storage import BlobStore
 from cinecloud.telemetry import Metrics
 
@@ -101,6 +102,8 @@ class AppState:
     key_cache: KeyCache = field(default_factory=KeyCache)
     # Service-time numbers per model family (scheduler/alpha.json).
     service: ServiceModels = field(default_factory=load_service_models)
+    # The autoscaler loop's state (autoscale.enabled); None when it is off.
+    autoscaler: Autoscaler | None = None
 
 
 def get_state(request: Request) -> AppState:

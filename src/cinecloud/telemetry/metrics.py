@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -68,6 +68,20 @@ class Metrics:
             "Per-job stage timings",
             ["stage", "model"],
             buckets=_BUCKETS,
+            registry=r,
+        )
+        # The autoscaler's last decision per pool: what a Kubernetes HPA/KEDA scaler or
+        # another launcher reads to place workers (capacity: on_demand | spot).
+        self.autoscaler_desired = Gauge(
+            "cinecloud_autoscaler_desired_workers",
+            "Workers the autoscaler wants per pool and capacity",
+            ["pool", "capacity"],
+            registry=r,
+        )
+        self.autoscaler_workers = Gauge(
+            "cinecloud_autoscaler_current_workers",
+            "Workers the autoscaler's launcher runs per pool",
+            ["pool"],
             registry=r,
         )
 
