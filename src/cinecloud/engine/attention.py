@@ -76,7 +76,6 @@ class CogVideoXDispatchProcessor:
         image_rotary_emb: Any = None,
     ) -> tuple[Any, Any]:
         import torch
-        from diffusers.models.attention_dispatch import dispatch_attention_fn
 
         text_len = encoder_hidden_states.size(1)
         hidden_states = torch.cat([encoder_hidden_states, hidden_states], dim=1)
@@ -96,17 +95,24 @@ class CogVideoXDispatchProcessor:
             query = _rotate(query, image_rotary_emb, text_len)
             if not attn.is_cross_attention:
                 key = _rotate(key, image_rotary_emb, text_len)
-        out = dispatch_attention_fn(
-            query,
-            key,
-            value,
-            attn_mask=attention_mask,
-            backend=self._attention_backend,
-            parallel_config=self._parallel_config,
-        )
+        out = self._attend(query, key, value, attention_mask, text_len)
         out = attn.to_out[1](attn.to_out[0](out.flatten(2, 3).type_as(hidden_states)))
         encoder_out, out = out.split([text_len, out.size(1) - text_len], dim=1)
         return out, encoder_out
+
+    def _attend(self, query: Any, key: Any, value: Any, mask: Any, text_len: int) -> Any:
+        """Attention over the joint sequence (the first ``text_len`` tokens are the text),
+        tensors (B, S, H, D); engine.parallel.joint splits it across ranks."""
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+        return dispatch_attention_fn(
+            query,
+            key,
+            value,
+            attn_mask=mask,
+            backend=self._attention_backend,
+            parallel_config=self._parallel_config,
+        )
 
 
 def _rotate(x: Any, rotary: Any, text_len: int) -> Any:

@@ -5,6 +5,7 @@
 - :mod:`.ranks`: the process group on the loopback address, the ``cfg x ring x ulysses``
   mesh, and the small broadcasts the ranks agree by.
 - :mod:`.attention`: context parallel self-attention through diffusers' hooks.
+- :mod:`.joint`: our split plan for joint text-video attention (CogVideoX, HunyuanVideo).
 - :mod:`.guidance`: the CFG split.
 - :mod:`.vae`: the VAE decode in bands.
 - :mod:`.family`: a family run by the ranks, as the runner drives it.

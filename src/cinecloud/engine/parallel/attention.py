@@ -20,6 +20,9 @@ Only self-attention is split. Cross-attention runs whole on every rank: its quer
 rank's slice of the video tokens and its keys are the full text, which is exact, and it
 keeps text masks out of the ring (which would reuse a local mask for remote keys).
 LTX-Video's own plan also splits the text; ours (:data:`LTX_PLAN`) does not.
+
+CogVideoX and HunyuanVideo attend over text and video together, and diffusers has no plan
+for them: :mod:`.joint` has ours (its own processors, diffusers' split hooks).
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ from diffusers.models._modeling_parallel import (
 )
 from diffusers.models._modeling_parallel import ParallelConfig as DiffusersParallelConfig
 
+from cinecloud.engine.parallel.joint import (
+    COGVIDEOX_PLAN,
+    HUNYUAN_PLAN,
+    JOINT_FAMILIES,
+    enable_joint_attention,
+)
 from cinecloud.engine.parallel.ranks import RankGroup
 
 __all__ = ["LTX_PLAN", "enable_context_parallel", "split_plan"]
@@ -55,6 +64,10 @@ def split_plan(family: str, transformer: Any) -> dict[str, Any]:
     """Where ``family``'s transformer is split and gathered along the sequence."""
     if family == "ltx-t2v":
         return LTX_PLAN
+    if family == "cogvideox-t2v":
+        return COGVIDEOX_PLAN
+    if family == "hunyuan-t2v":
+        return HUNYUAN_PLAN
     if family == "wan-t2v":
         # diffusers' Wan plan splits block 0's input and the rotary embedding, gathers
         # at proj_out, and keeps the text whole (Wan's processor skips cross-attention).
@@ -80,16 +93,18 @@ def enable_context_parallel(transformer: Any, family: str, ranks: RankGroup) -> 
         )
     )
     config.setup(ranks.rank, ranks.world_size, torch.device(ranks.device), mesh=ranks.mesh)
-    processors = _self_attention_processors(transformer)
-    for processor in processors:
-        backend = getattr(processor, "_attention_backend", None)
-        if backend not in (None, "native"):
-            raise ValueError(f"context parallel runs on the native attention (got {backend})")
-        processor._parallel_config = config
-    transformer._parallel_config = config
-    if not ranks.device.startswith("cuda"):
-        _use_cpu_forward_op()
     assert config.context_parallel_config is not None
+    if family in JOINT_FAMILIES:  # text and video attended together: our own split
+        enable_joint_attention(transformer, family, config.context_parallel_config)
+    else:
+        for processor in _self_attention_processors(transformer):
+            backend = getattr(processor, "_attention_backend", None)
+            if backend not in (None, "native"):
+                raise ValueError(f"context parallel runs on the native attention (got {backend})")
+            processor._parallel_config = config
+        if not ranks.device.startswith("cuda"):
+            _use_cpu_forward_op()
+    transformer._parallel_config = config
     apply_context_parallel(
         transformer, config.context_parallel_config, split_plan(family, transformer)
     )

@@ -30,20 +30,24 @@ if TYPE_CHECKING:
 __all__ = ["CFG_MODES", "ParallelFamily", "sequence_length"]
 
 # How each family's pipeline calls its transformer under guidance (engine.parallel.guidance).
-CFG_MODES = {"wan-t2v": "paired", "ltx-t2v": "batched"}
+CFG_MODES = {"wan-t2v": "paired", "ltx-t2v": "batched", "cogvideox-t2v": "batched"}
 
 
 def sequence_length(family: str, pipe: Any, params: GenerationParams) -> int:
     """The number of video tokens the transformer sees for ``params``."""
-    if family == "wan-t2v":
-        temporal, spatial = pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial
-        _, patch_h, patch_w = pipe.transformer.config.patch_size
-        frames = (params.num_frames - 1) // temporal + 1
-        rows, cols = params.height // spatial // patch_h, params.width // spatial // patch_w
-    else:
+    if family == "ltx-t2v":
         temporal, spatial = pipe.vae_temporal_compression_ratio, pipe.vae_spatial_compression_ratio
         frames = (params.num_frames - 1) // temporal + 1
-        rows, cols = params.height // spatial, params.width // spatial
+        return int(frames * (params.height // spatial) * (params.width // spatial))
+    config = pipe.transformer.config
+    if family == "wan-t2v":
+        patch_t, patch_h, patch_w = config.patch_size
+    else:  # cogvideox-t2v, hunyuan-t2v: a square patch, and a temporal one (or none)
+        patch_t, patch_h, patch_w = config.patch_size_t or 1, config.patch_size, config.patch_size
+    temporal, spatial = pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial
+    frames = (params.num_frames - 1) // temporal + 1
+    frames = -(-frames // patch_t)  # CogVideoX 1.5 pads the latent frames to its patch
+    rows, cols = params.height // spatial // patch_h, params.width // spatial // patch_w
     return int(frames * rows * cols)
 
 

@@ -22,7 +22,15 @@ from dataclasses import dataclass
 __all__ = ["PARALLEL_FAMILIES", "ParallelPlan", "check_plan_for_model", "parse_plan"]
 
 # The families whose transformer, guidance and VAE have a parallel plan (engine.parallel).
-PARALLEL_FAMILIES = ("wan-t2v", "ltx-t2v")
+PARALLEL_FAMILIES = ("wan-t2v", "ltx-t2v", "cogvideox-t2v", "hunyuan-t2v")
+
+# The parts of a plan that a family cannot run, and why.
+_GROUP_NORM_VAE = "its VAE decoder normalises over whole frames (group norm), which bands cannot"
+_NOT_FOR: dict[tuple[str, str], str] = {
+    ("hunyuan-t2v", "cfg"): "HunyuanVideo is guidance-distilled: one transformer pass a step",
+    ("cogvideox-t2v", "vae"): _GROUP_NORM_VAE,
+    ("hunyuan-t2v", "vae"): _GROUP_NORM_VAE,
+}
 
 _DEGREES = ("ulysses", "ring", "cfg")
 
@@ -114,6 +122,10 @@ def check_plan_for_model(plan: ParallelPlan, family: str, heads: int) -> None:
             f"parallel inference is not available for {family}; "
             f"available for: {', '.join(PARALLEL_FAMILIES)}"
         )
+    for part, used in (("cfg", plan.cfg > 1), ("vae", plan.vae)):
+        why = _NOT_FOR.get((family, part))
+        if used and why:
+            raise ValueError(f"parallel {part} is not available for {family}: {why}")
     if heads % plan.ulysses:
         raise ValueError(
             f"attention heads ({heads}) must be divisible by the ulysses degree ({plan.ulysses})"
