@@ -223,8 +223,11 @@ def _sabotaged(family: Any, how: str) -> Any:
 
 
 def _rank_main(rank: int, world: int, port: int, models_dir: str, out_dir: str) -> None:
+    import torch
+
     from cinecloud.engine.parallel.ranks import join_ranks, open_store, rank_group
 
+    torch.set_num_threads(1)  # the ranks share the machine's few cores: no thread pools
     store = open_store(port, world, 60.0, master=False)
     join_ranks(world, rank, store, device="cpu", timeout_s=60.0)
     runs = [(name, text, "") for name, texts in MODES[world].items() for text in texts]
