@@ -25,11 +25,8 @@ __all__ = ["PARALLEL_FAMILIES", "ParallelPlan", "check_plan_for_model", "parse_p
 PARALLEL_FAMILIES = ("wan-t2v", "ltx-t2v", "cogvideox-t2v", "hunyuan-t2v")
 
 # The parts of a plan that a family cannot run, and why.
-_GROUP_NORM_VAE = "its VAE decoder normalises over whole frames (group norm), which bands cannot"
 _NOT_FOR: dict[tuple[str, str], str] = {
     ("hunyuan-t2v", "cfg"): "HunyuanVideo is guidance-distilled: one transformer pass a step",
-    ("cogvideox-t2v", "vae"): _GROUP_NORM_VAE,
-    ("hunyuan-t2v", "vae"): _GROUP_NORM_VAE,
 }
 
 _DEGREES = ("ulysses", "ring", "cfg")

@@ -2,16 +2,18 @@
 
 Each rank decodes its band of rows, and the bands are gathered into the video. To give
 the same pixels as a whole decode, every convolution that looks at neighbouring rows
-first takes those rows from the ranks above and below (a halo exchange; zero rows at the
-top and bottom of the image, as the convolution's own zero padding gives), and each block
-that mixes all positions of a frame (the Wan decoder's attention) runs on the whole frame
-gathered, keeping its own band. Everything else in the Wan and LTX-Video decoders works
-on one position (per-pixel norms, activations) or maps rows to rows (nearest upsampling,
-pixel shuffle), so bands stay bands. The result equals the serial decode up to float
-rounding (convolutions on a band may sum in another order).
+first takes those rows from the ranks above and below (a halo exchange; at the top and
+bottom of the image, zero rows or copies of the edge row, as the convolution's own
+padding gives), each group norm takes its statistics over the whole frame (each band's
+sums, added over the ranks), and each block that mixes all positions of a frame (the Wan
+decoder's attention, HunyuanVideo's middle block) runs on the whole frame gathered,
+keeping its own band. Everything else in the Wan, LTX-Video, CogVideoX and HunyuanVideo
+decoders works on one position (per-pixel norms, activations) or maps rows to rows
+(nearest upsampling, pixel shuffle), so bands stay bands. The result equals the serial
+decode up to float rounding (convolutions on a band may sum in another order).
 
-A decoder with a layer this cannot split (group or batch norm, strided or dilated row
-convolutions, non-zero row padding, noise injection) is refused when the plan is applied.
+A decoder with a layer this cannot split (batch or instance norm, strided or dilated row
+convolutions, noise injection) is refused when the plan is applied.
 """
 
 from __future__ import annotations
@@ -21,15 +23,20 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
+from diffusers.models.autoencoders.autoencoder_kl_hunyuan_video import (
+    HunyuanVideoCausalConv3d,
+    HunyuanVideoMidBlock3D,
+)
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanAttentionBlock, WanCausalConv3d
 from torch import nn
 
 __all__ = ["RowBands", "enable_parallel_vae"]
 
-# Blocks that mix all positions of a frame: run on the whole frame.
-_WHOLE_FRAME_BLOCKS: tuple[type[nn.Module], ...] = (WanAttentionBlock,)
+# Blocks that mix all positions of a frame: run on the whole frame. HunyuanVideo's middle
+# block attends over all positions of all frames (at the latent size, so it is small).
+_WHOLE_FRAME_BLOCKS: tuple[type[nn.Module], ...] = (WanAttentionBlock, HunyuanVideoMidBlock3D)
 _UNSPLITTABLE: tuple[type[nn.Module], ...] = (
-    nn.GroupNorm,
     nn.BatchNorm2d,
     nn.BatchNorm3d,
     nn.InstanceNorm2d,
@@ -58,16 +65,29 @@ class RowBands:
         dist.all_gather(parts, x.contiguous(), group=self.group)
         return parts
 
-    def halo(self, x: torch.Tensor, rows: int) -> torch.Tensor:
-        """``x`` with ``rows`` rows of the bands above and below (zeros at the image edges)."""
+    def halo(self, x: torch.Tensor, rows: int, *, replicate: bool = False) -> torch.Tensor:
+        """``x`` with ``rows`` rows of the bands above and below; at the image edges zeros,
+        or with ``replicate`` copies of the edge row."""
         if x.shape[-2] < rows:
             raise ValueError(f"a band of {x.shape[-2]} rows cannot lend a halo of {rows}")
         edges = torch.cat([x[..., :rows, :], x[..., -rows:, :]], dim=-2)
         parts = self._gather_all(edges)
         zeros = torch.zeros_like(x[..., :rows, :])
-        above = parts[self.rank - 1][..., rows:, :] if self.rank > 0 else zeros
-        below = parts[self.rank + 1][..., :rows, :] if self.rank < self.size - 1 else zeros
+        top, bottom = (x[..., :1, :], x[..., -1:, :]) if replicate else (zeros, zeros)
+        shape = (*x.shape[:-2], rows, x.shape[-1])
+        above = parts[self.rank - 1][..., rows:, :] if self.rank > 0 else top.expand(shape)
+        below = (
+            parts[self.rank + 1][..., :rows, :]
+            if self.rank < self.size - 1
+            else bottom.expand(shape)
+        )
         return torch.cat([above, x, below], dim=-2)
+
+    def total(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` added over the ranks (a copy)."""
+        out = x.clone()
+        dist.all_reduce(out, group=self.group)
+        return out
 
     def gather(self, x: torch.Tensor, total_in: int, local_in: int) -> torch.Tensor:
         """The whole image from every rank's band ``x``; bands were ``split`` from
@@ -142,6 +162,44 @@ def _split_conv(conv: nn.Conv2d | nn.Conv3d, bands: RowBands) -> None:
     conv.forward = banded  # type: ignore[method-assign,assignment]
 
 
+def _split_replicate_conv(conv: HunyuanVideoCausalConv3d, bands: RowBands) -> None:
+    """HunyuanVideo's causal convolution pads rows, columns and frames itself (copies of
+    the edge, or zeros); the rows come from the neighbours instead."""
+    left, right, row_pad, _, front, back = conv.time_causal_padding
+    if any(int(n) for n in conv.conv.padding):  # type: ignore[union-attr]
+        raise ValueError("parallel VAE decode needs HunyuanVideo's convolutions unpadded")
+    rows = _row_halo(conv.conv, row_pad)
+    if rows == 0:
+        return
+    mode, replicate = conv.pad_mode, conv.pad_mode == "replicate"
+    if mode not in ("replicate", "constant"):
+        raise ValueError(f"parallel VAE decode cannot split {mode} padding")
+
+    def banded(x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (left, right, 0, 0, front, back), mode=mode)
+        return conv.conv(bands.halo(x, rows, replicate=replicate))  # type: ignore[no-any-return]
+
+    conv.forward = banded  # type: ignore[method-assign,assignment]
+
+
+def _split_group_norm(norm: nn.GroupNorm, bands: RowBands) -> None:
+    """Group norm with the statistics of the whole frame: the sums of every band, added
+    (two passes, in float64, for the mean and then the variance)."""
+
+    def banded(x: torch.Tensor) -> torch.Tensor:
+        groups = x.reshape(x.shape[0], norm.num_groups, -1).double()
+        count = bands.total(torch.tensor(float(groups.shape[-1]), dtype=torch.float64))
+        mean = bands.total(groups.sum(-1, keepdim=True)) / count
+        var = bands.total((groups - mean).square().sum(-1, keepdim=True)) / count
+        out = ((groups - mean) * torch.rsqrt(var + norm.eps)).to(x.dtype).reshape(x.shape)
+        if norm.affine:
+            view = (1, -1) + (1,) * (x.ndim - 2)
+            out = out * norm.weight.reshape(view) + norm.bias.reshape(view)
+        return out
+
+    norm.forward = banded  # type: ignore[method-assign,assignment]
+
+
 def _split_whole(block: nn.Module, bands: RowBands) -> None:
     forward = block.forward
 
@@ -163,13 +221,18 @@ def enable_parallel_vae(vae: Any, group: Any) -> RowBands:
     decoder = vae.decoder
     _check_decoder(decoder)
     bands = RowBands(group)
-    inside_whole: set[int] = set()
+    done: set[int] = set()
     for module in list(decoder.modules()):
-        if id(module) in inside_whole:
-            continue  # runs on the whole frame with its block
+        if id(module) in done:
+            continue  # runs on the whole frame with its block, or with its outer layer
         if isinstance(module, _WHOLE_FRAME_BLOCKS):
             _split_whole(module, bands)
-            inside_whole.update(id(m) for m in module.modules())
+            done.update(id(m) for m in module.modules())
+        elif isinstance(module, HunyuanVideoCausalConv3d):
+            _split_replicate_conv(module, bands)
+            done.update(id(m) for m in module.modules())
+        elif isinstance(module, nn.GroupNorm):
+            _split_group_norm(module, bands)
         elif isinstance(module, WanCausalConv3d):
             _split_causal_conv(module, bands)
         elif isinstance(module, nn.Conv2d | nn.Conv3d):
