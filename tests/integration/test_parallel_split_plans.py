@@ -1,13 +1,12 @@
-"""Our split plans for joint text-video attention (CogVideoX, HunyuanVideo) on gloo ranks.
+"""Our split plans for CogVideoX and HunyuanVideo (joint text-video attention, and the
+VAE decode in bands through group norms) on gloo ranks.
 
 Tiny random checkpoints of both families (CogVideoX in the layouts of 5b and of 1.5) are
 run on 2 and 4 CPU ranks (started once per world size, every model in the same ranks) in
-every mode they take: Ulysses, ring, both, and CFG parallel with each (CogVideoX;
-HunyuanVideo has no CFG). Each run must equal the
-1-rank run in this process within float32 rounding. Two deliberately wrong splits show
-that the comparison can fail: attention over the rank's own slice of the video only, and
-diffusers' own context parallel over the joint sequence (which counts the text, present
-on every rank, once per rank).
+every mode they take: Ulysses, ring, both, CFG parallel with each (CogVideoX; HunyuanVideo
+has no CFG), and the VAE decode in bands. Each run must equal the 1-rank run in this
+process within float32 rounding. Deliberately wrong splits show that the comparison can
+fail (see CONTROLS).
 """
 
 from __future__ import annotations
@@ -63,32 +62,47 @@ MODELS = {
         Model("cogvideox", "cogvideox", "cogvideox-t2v", 64, 32, 9, _COGVIDEOX_5B),
         # 5 latent frames, padded to 6: 3 patches of 2 frames of 2x4 patches, 24 tokens
         Model("cogvideox15", "cogvideox", "cogvideox-t2v", 64, 32, 17, _COGVIDEOX_15),
-        # 2 latent frames of 1x4 patches: 8 video tokens, and the text with its mask
-        Model("hunyuan", "hunyuan", "hunyuan-t2v", 64, 16, 5, {"num_attention_heads": 4}),
+        # 2 latent frames of 2x4 patches: 16 video tokens, and the text with its mask
+        Model("hunyuan", "hunyuan", "hunyuan-t2v", 64, 32, 5, {"num_attention_heads": 4}),
     )
 }
 
+# The runs decode only where the VAE decodes in bands, and in the first mode of each model.
 MODES: dict[int, dict[str, list[str]]] = {
     2: {
-        "cogvideox": ["ulysses=2", "ring=2", "cfg=2"],
-        "cogvideox15": ["ulysses=2"],
-        "hunyuan": ["ulysses=2", "ring=2"],
+        "cogvideox": ["ulysses=2", "ring=2,vae", "cfg=2"],
+        "cogvideox15": ["ulysses=2,vae"],
+        "hunyuan": ["ulysses=2", "ring=2,vae"],
     },
     4: {
-        "cogvideox": ["ulysses=4", "ring=4", "ulysses=2,ring=2", "cfg=2,ulysses=2", "cfg=2,ring=2"],
-        "cogvideox15": ["ulysses=2,ring=2"],
-        "hunyuan": ["ulysses=4", "ring=4", "ulysses=2,ring=2"],
+        "cogvideox": [
+            "ulysses=4,vae",
+            "ring=4",
+            "ulysses=2,ring=2",
+            "cfg=2,ulysses=2",
+            "cfg=2,ring=2,vae",
+        ],
+        "cogvideox15": ["cfg=2,ulysses=2,vae"],
+        "hunyuan": ["ulysses=4", "ring=4", "ulysses=2,ring=2,vae"],
     },
 }
 
-# Deliberately wrong splits (2 ranks), which the comparison must catch; text-per-rank
-# changes the process for good, so it runs last.
+# Deliberately wrong splits (2 ranks), which the comparison must catch: attention over the
+# rank's own video only; diffusers' own context parallel over the joint sequence; group
+# norms with the statistics of their band only; zeros instead of copies of the edge row
+# at the image's top and bottom (HunyuanVideo's convolutions).
 CONTROLS = [
     ("cogvideox", "ring=2", "local-attention"),
     ("hunyuan", "ulysses=2", "local-attention"),
     ("cogvideox", "ulysses=2", "text-per-rank"),
     ("hunyuan", "ulysses=2", "text-per-rank"),
+    ("cogvideox", "ring=2,vae", "band-norm"),
+    ("hunyuan", "ring=2,vae", "edge-zeros"),
 ]
+
+
+def decoded(world: int, name: str, text: str) -> bool:
+    return "vae" in text or text == MODES[world][name][0]
 
 
 def params(model: Model) -> GenerationParams:
@@ -182,9 +196,9 @@ def _run(model: Model, family: Any, *, decode: bool = True) -> dict[str, np.ndar
     return {**result, "video": video[0].numpy(), "frames": frames}
 
 
-def _text_per_rank(family: Any) -> Any:
-    """``family`` with diffusers' own context parallel on the joint sequence: every rank
-    holds the text, so its keys count once per rank."""
+def _text_per_rank(family: Any) -> Callable[[], None]:
+    """Diffusers' own context parallel on the joint sequence: every rank holds the text, so
+    its keys count once per rank. Returns the undo."""
     import torch
     from diffusers.models.attention_dispatch import dispatch_attention_fn
 
@@ -207,19 +221,32 @@ def _text_per_rank(family: Any) -> Any:
             return out[:, text_len:], out[:, :text_len]
         return out[:, :-text_len], out[:, -text_len:]
 
-    joint.joint_attention = joined  # type: ignore[assignment]
-    return family
+    return _replace(joint, "joint_attention", joined)
 
 
-def _sabotaged(family: Any, how: str) -> Any:
-    """``family`` with its split made wrong on purpose (a control for the comparison)."""
+def _replace(owner: Any, name: str, value: Any) -> Callable[[], None]:
+    """Set ``owner.name`` to ``value``; the undo."""
+    original = getattr(owner, name)
+    setattr(owner, name, value)
+    return lambda: setattr(owner, name, original)
+
+
+def _sabotage(family: Any, how: str) -> Callable[[], None]:
+    """Make ``family``'s split wrong on purpose (a control for the comparison); the undo."""
+    from cinecloud.engine.parallel.vae import RowBands
+
     if how == "local-attention":
         for module in family.denoiser().modules():
             processor: Any = getattr(module, "processor", None)
             if hasattr(processor, "split"):
                 processor.split = None
-        return family
-    return _text_per_rank(family)
+        return lambda: None
+    if how == "text-per-rank":
+        return _text_per_rank(family)
+    if how == "band-norm":
+        return _replace(RowBands, "total", lambda self, x: x.clone())
+    halo = RowBands.halo
+    return _replace(RowBands, "halo", lambda self, x, rows, **_: halo(self, x, rows))
 
 
 def _rank_main(rank: int, world: int, port: int, models_dir: str, out_dir: str) -> None:
@@ -232,14 +259,15 @@ def _rank_main(rank: int, world: int, port: int, models_dir: str, out_dir: str) 
     join_ranks(world, rank, store, device="cpu", timeout_s=60.0)
     runs = [(name, text, "") for name, texts in MODES[world].items() for text in texts]
     if world == 2:
-        runs += CONTROLS  # last: they change the process
+        runs += CONTROLS
     for name, text, sabotage in runs:
         ranks = rank_group(parse_plan(text, world), "cpu")
         family = _load(MODELS[name], Path(models_dir), ranks)
-        if sabotage:
-            family = _sabotaged(family, sabotage)
-        # the VAE decodes whole on every rank: decoding once per model and world is enough
-        result = _run(MODELS[name], family, decode=text == MODES[world][name][0])
+        undo = _sabotage(family, sabotage) if sabotage else (lambda: None)
+        try:
+            result = _run(MODELS[name], family, decode=decoded(world, name, text))
+        finally:
+            undo()
         np.savez(Path(out_dir) / f"{name}-{text}{sabotage}-rank{rank}.npz", **result)
 
 
@@ -318,7 +346,7 @@ def test_ranks_equal_one_rank(
         assert got["latents"].shape == want["latents"].shape
         err = _max_error(got["latents"], want["latents"])
         assert err < LATENT_TOL, f"rank {rank}: latents differ by {err:.3g}"
-        if text == MODES[world][name][0]:  # decoded too
+        if decoded(world, name, text):
             err = _max_error(got["video"], want["video"])
             assert err < VIDEO_TOL, f"rank {rank}: video differs by {err:.3g}"
             assert _max_error(got["frames"], want["frames"]) <= 1  # uint8 rounding at .5
@@ -337,15 +365,14 @@ def test_a_wrong_split_is_caught(
     ranked: Callable[[int], Path],
 ) -> None:
     got = np.load(ranked(2) / f"{name}-{text}{sabotage}-rank0.npz")
-    assert _max_error(got["latents"], serial[name]["latents"]) > 10 * LATENT_TOL
+    key, tol = ("video", VIDEO_TOL) if "vae" in text else ("latents", LATENT_TOL)
+    assert _max_error(got[key], serial[name][key]) > 10 * tol
 
 
 def test_plans_are_checked_for_these_families() -> None:
-    check_plan_for_model(parse_plan("cfg=2,ulysses=2,ring=2"), "cogvideox-t2v", heads=4)
-    check_plan_for_model(parse_plan("ulysses=2,ring=2"), "hunyuan-t2v", heads=2)
+    check_plan_for_model(parse_plan("cfg=2,ulysses=2,ring=2,vae"), "cogvideox-t2v", heads=4)
+    check_plan_for_model(parse_plan("ulysses=2,ring=2,vae"), "hunyuan-t2v", heads=2)
     with pytest.raises(ValueError, match=r"cfg is not available for hunyuan-t2v: .*distilled"):
         check_plan_for_model(parse_plan("cfg=2"), "hunyuan-t2v", heads=2)
-    with pytest.raises(ValueError, match=r"vae is not available for cogvideox-t2v: .*group norm"):
-        check_plan_for_model(parse_plan("ulysses=2,vae"), "cogvideox-t2v", heads=4)
     with pytest.raises(ValueError, match=r"heads \(2\) must be divisible by the ulysses degree"):
         check_plan_for_model(parse_plan("ulysses=4"), "hunyuan-t2v", heads=2)
