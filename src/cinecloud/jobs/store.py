@@ -19,6 +19,7 @@ from cinecloud.jobs.db import read_tx, write_tx
 from cinecloud.jobs.lifecycle import EVENT_FOR, TERMINAL, Action, JobStatus, transition
 from cinecloud.jobs.records import (
     ArtifactRecord,
+    Billing,
     EventRecord,
     JobRecord,
     LeaseLost,
@@ -129,6 +130,8 @@ class JobStore:
                         seed=new.seed,
                         priority=new.priority,
                         parallel=new.parallel,
+                        deadline_at=new.deadline_at,
+                        work_s=new.work_s,
                         metadata=new.metadata,
                         idempotency_key=new.idempotency_key,
                         request_hash=new.request_hash,
@@ -286,13 +289,16 @@ class JobStore:
         width: int = 1,
         order: LeaseOrder | None = None,
         candidates: int = 32,
+        tenants: Sequence[str] = (),
+        per_tenant: int = 4,
     ) -> list[JobRecord]:
         """Claim up to ``max_jobs`` queued jobs for ``worker_id``, a worker of ``width`` ranks.
 
-        Only jobs that asked for no parallel degree or for ``width`` qualify. Without
-        ``order`` the first by priority then age are claimed; with it, up to
-        ``candidates`` jobs by priority and as many of the oldest are read and ``order``
-        picks among them. PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent workers
+        Only jobs that asked for no parallel degree or for ``width`` (and not past a
+        deadline) qualify. Without ``order`` the first by priority then age are claimed;
+        with it, up to ``candidates`` jobs by priority, as many of the oldest and
+        ``per_tenant`` of each of ``tenants`` (fair share's) are read and ``order`` picks
+        among them. PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent workers
         never block one another. SQLite: the whole claim is one ``BEGIN IMMEDIATE`` write.
         """
         if not models or max_jobs < 1:
@@ -305,6 +311,7 @@ class JobStore:
                 c.model.in_(list(models)),
                 c.deleted_at.is_(None),
                 or_(c.parallel.is_(None), c.parallel == width),
+                or_(c.deadline_at.is_(None), c.deadline_at > self.clock()),
             )
             .with_for_update(skip_locked=True)
         )
@@ -318,6 +325,9 @@ class JobStore:
                 found: dict[str, Any] = {}
                 for q in (by_priority, queued.order_by(c.created_at, c.id)):
                     found.update((r["id"], r) for r in conn.execute(q.limit(candidates)).mappings())
+                for tenant in tenants:
+                    q = by_priority.where(c.tenant_id == tenant).limit(per_tenant)
+                    found.update((r["id"], r) for r in conn.execute(q).mappings())
                 ranked = order([JobRecord.from_row(r) for r in found.values()], now)
                 rows = [found[i] for i in ranked if i in found][:max_jobs]
             for row in rows:
@@ -408,8 +418,10 @@ class JobStore:
         timings: dict[str, float],
         gpu_seconds: float,
         engine: dict[str, Any],
+        billing: Billing | None = None,
     ) -> JobRecord:
-        """Mark the job completed. A repeat by the same lease returns the job again."""
+        """Mark the job completed, billed per ``billing`` on the UTC day it completes.
+        A repeat by the same lease returns the job again."""
         with write_tx(self.engine) as conn:
             row = self._job_row(conn, job_id)
             if (
@@ -454,6 +466,7 @@ class JobStore:
                     "engine": engine,
                     "lease_expires_at": None,
                     "eta_s": 0.0,
+                    **(billing.columns(now) if billing else {}),
                 },
                 {"timings": full},
             )
@@ -580,3 +593,4 @@ class JobStore:
 
 
 _CLEAR_LEASE: dict[str, Any] = {"lease_expires_at": None, "lease_owner": None}
+
