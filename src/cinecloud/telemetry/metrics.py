@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -69,6 +69,16 @@ class Metrics:
             ["stage", "model"],
             buckets=_BUCKETS,
             registry=r,
+        )
+        # 1 on the replica that runs the background loops (holds the leader lock)
+        self.leader = Gauge(
+            "cinecloud_leader", "1 if this replica runs the loops", ["replica"], registry=r
+        )
+        self.gpu_seconds = Counter(
+            "cinecloud_gpu_seconds", "GPU-seconds billed", ["gpu_type", "spot"], registry=r
+        )
+        self.dollars = Counter(
+            "cinecloud_cost_dollars", "Dollars billed", ["gpu_type", "spot"], registry=r
         )
 
     def watch(
