@@ -14,12 +14,13 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.errors import install_error_handlers
-from cinecloud.api.routers import events, health, internal, models, videos
+from cinecloud.api.routers import events, health, internal, models, usage, videos
 from cinecloud.api.state import AppState
 from cinecloud.config import Config
 from cinecloud.delivery import create_origin_router
 from cinecloud.engine.registry import default_registry
 from cinecloud.jobs import AccountStore, JobStore, WorkerStore, make_engine, migrate
+from cinecloud.jobs.deadlines import expire_deadlines
 from cinecloud.storage import open_store
 from cinecloud.telemetry import Metrics
 
@@ -69,7 +70,18 @@ async def _sweep_once(state: AppState) -> None:
     if expired:
         state.notifier.notify()
         state.events.notify()
+    await _deadlines_once(state)
     await _retention_once(state)
+
+
+async def _deadlines_once(state: AppState) -> None:
+    """Fail the queued jobs whose ``Cancel-After`` deadline came before they started."""
+    late = await run_in_threadpool(expire_deadlines, state.jobs)
+    for job in late:
+        state.metrics.failed.labels(model=job.model, code=job.error_code or "").inc()
+        log.info("job %s did not start before its deadline; it failed", job.id)
+    if late:
+        state.events.notify()
 
 
 async def _retention_once(state: AppState) -> None:
@@ -121,6 +133,7 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     app.include_router(videos.router)
     app.include_router(events.router)
     app.include_router(models.router)
+    app.include_router(usage.router)
     app.include_router(health.router)
     app.include_router(internal.router)
     app.include_router(internal.upload_router)
