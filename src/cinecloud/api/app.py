@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.errors import install_error_handlers
+from cinecloud.api.loops import Loop, replica_name, run_leader_loops
 from cinecloud.api.routers import events, health, internal, models, usage, videos
 from cinecloud.api.state import AppState
 from cinecloud.config import Config
@@ -21,6 +22,7 @@ from cinecloud.delivery import create_origin_router
 from cinecloud.engine.registry import default_registry
 from cinecloud.jobs import AccountStore, JobStore, WorkerStore, make_engine, migrate
 from cinecloud.jobs.deadlines import expire_deadlines
+from cinecloud.jobs.leader import leader_lock
 from cinecloud.storage import open_store
 from cinecloud.telemetry import Metrics
 
@@ -97,14 +99,8 @@ async def _retention_once(state: AppState) -> None:
         state.events.notify()
 
 
-async def _sweeper(state: AppState) -> None:
-    """Returns jobs whose lease expired to the queue; removes expired jobs' files."""
-    while True:
-        try:
-            await _sweep_once(state)
-        except Exception:  # keep sweeping through a database blip
-            log.exception("lease sweep failed")
-        await asyncio.sleep(state.cfg.queue.sweep_interval_s)
+def _sweep_loop(cfg: Config) -> Loop:
+    return Loop("sweep", _sweep_once, cfg.queue.sweep_interval_s)
 
 
 def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
@@ -114,7 +110,11 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         st.notifier.bind(asyncio.get_running_loop())
         st.events.bind(asyncio.get_running_loop())
-        task = asyncio.create_task(_sweeper(st))
+        # Expired leases and retries, deadlines and retention: on the leading replica only.
+        st.loops.setdefault("sweep", _sweep_loop(cfg))
+        st.leadership.replica = replica_name(cfg.leader.replica, cfg.server.port)
+        lock = leader_lock(st.jobs.engine, cfg.leader.lock_key)
+        task = asyncio.create_task(run_leader_loops(st, lock))
         try:
             yield
         finally:
