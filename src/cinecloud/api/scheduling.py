@@ -25,7 +25,7 @@ from cinecloud.scheduler import (
 )
 from cinecloud.telemetry import UNKNOWN_GPU, gpu_type_of, job_dollars, price_for
 
-__all__ = ["LeaseAsk", "LeasePlan", "billing_for", "lease_context", "placement"]
+__all__ = ["LeaseAsk", "LeasePlan", "affinity", "billing_for", "fair_share", "placement"]
 
 GIB = 1024**3
 # A worker counts as idle and able to take a job while its last heartbeat said idle
@@ -58,17 +58,16 @@ class LeaseAsk:
         self.free_memory = free_memory
 
 
-def fair_share(state: AppState) -> FairShare:
-    """Each tenant's recent work and its configured weight."""
+def fair_share(state: AppState, ask: LeaseAsk) -> tuple[FairShare, tuple[str, ...]]:
+    """Each tenant's recent work and configured weight, and the tenants whose queue
+    heads the lease must read: those with jobs waiting, the smallest shares first."""
     s = state.cfg.scheduler
     ledger = UsageLedger(state.jobs.engine)
-    usage = ledger.recent_work(state.clock() - s.fair_window_s)
-    weights = (
-        resolve_weights(s.tenant_weights, ledger.tenants(s.tenant_weights))
-        if s.tenant_weights
-        else {}
-    )
-    return FairShare(usage=usage, weights=weights, default_weight=s.default_weight)
+    seen = ledger.fair_inputs(ask.models, state.clock() - s.fair_window_s, s.tenant_weights)
+    weights = resolve_weights(s.tenant_weights, seen.tenants)
+    fair = FairShare(usage=seen.usage, weights=weights, default_weight=s.default_weight)
+    lowest = sorted(seen.queued_tenants, key=lambda tenant: (fair.share(tenant), tenant))
+    return fair, tuple(lowest[:FAIR_TENANTS])
 
 
 def _holds(caps: dict[str, Any]) -> list[str]:
@@ -97,10 +96,6 @@ def affinity(state: AppState, ask: LeaseAsk) -> Affinity:
     )
 
 
-def lease_context(state: AppState, ask: LeaseAsk) -> LeaseContext:
-    return LeaseContext(fair=fair_share(state), affinity=affinity(state, ask))
-
-
 @dataclass(frozen=True)
 class LeasePlan:
     """How the store claims for one lease: the policy's order, and the tenants whose
@@ -109,11 +104,6 @@ class LeasePlan:
     order: LeaseOrder
     tenants: tuple[str, ...]
     per_tenant: int = PER_TENANT
-
-
-def _fair_tenants(state: AppState, ask: LeaseAsk, fair: FairShare) -> tuple[str, ...]:
-    queued = UsageLedger(state.jobs.engine).queued_tenants(ask.models)
-    return tuple(sorted(queued, key=lambda t: (fair.share(t), t))[:FAIR_TENANTS])
 
 
 def _family_of(state: AppState, model: str) -> str:
@@ -136,7 +126,8 @@ def placement(state: AppState, ask: LeaseAsk) -> LeasePlan:
     """The store's lease plan for this worker: the policies over this lease's context.
     Runs in a worker thread (it reads the database)."""
     s = state.cfg.scheduler
-    ctx = lease_context(state, ask)
+    fair, tenants = fair_share(state, ask)
+    ctx = LeaseContext(fair=fair, affinity=affinity(state, ask))
     order = lease_order(
         ask.width,
         PlacementPolicy(aging_s=s.aging_s, max_parallel=s.max_parallel),
@@ -147,7 +138,7 @@ def placement(state: AppState, ask: LeaseAsk) -> LeasePlan:
         free_bytes=ask.free_memory,
         memory_of=lambda job: _memory_of(state, job),
     )
-    return LeasePlan(order, _fair_tenants(state, ask, ctx.fair))
+    return LeasePlan(order, tenants)
 
 
 def billing_for(

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cinecloud.jobs import tables as t
 from cinecloud.jobs.db import read_tx, write_tx
+from cinecloud.jobs.heads import tenant_heads
 from cinecloud.jobs.lifecycle import EVENT_FOR, TERMINAL, Action, JobStatus, transition
 from cinecloud.jobs.records import (
     ArtifactRecord,
@@ -304,17 +305,14 @@ class JobStore:
         if not models or max_jobs < 1:
             return []
         c = t.jobs.c
-        queued = (
-            select(t.jobs)
-            .where(
-                c.status == JobStatus.QUEUED.value,
-                c.model.in_(list(models)),
-                c.deleted_at.is_(None),
-                or_(c.parallel.is_(None), c.parallel == width),
-                or_(c.deadline_at.is_(None), c.deadline_at > self.clock()),
-            )
-            .with_for_update(skip_locked=True)
+        waiting = select(t.jobs).where(
+            c.status == JobStatus.QUEUED.value,
+            c.model.in_(list(models)),
+            c.deleted_at.is_(None),
+            or_(c.parallel.is_(None), c.parallel == width),
+            or_(c.deadline_at.is_(None), c.deadline_at > self.clock()),
         )
+        queued = waiting.with_for_update(skip_locked=True)
         by_priority = queued.order_by(c.priority.desc(), c.created_at, c.id)
         leased: list[JobRecord] = []
         with write_tx(self.engine) as conn:
@@ -322,12 +320,13 @@ class JobStore:
             if order is None:
                 rows: list[Any] = list(conn.execute(by_priority.limit(max_jobs)).mappings())
             else:
-                found: dict[str, Any] = {}
-                for q in (by_priority, queued.order_by(c.created_at, c.id)):
-                    found.update((r["id"], r) for r in conn.execute(q.limit(candidates)).mappings())
-                for tenant in tenants:
-                    q = by_priority.where(c.tenant_id == tenant).limit(per_tenant)
-                    found.update((r["id"], r) for r in conn.execute(q).mappings())
+                top = conn.execute(by_priority.limit(candidates)).mappings()
+                found: dict[str, Any] = {r["id"]: r for r in top}
+                seen = {r["tenant_id"] for r in found.values()}  # with their heads among them
+                oldest = queued.order_by(c.created_at, c.id).limit(candidates)
+                found.update((r["id"], r) for r in conn.execute(oldest).mappings())
+                missing = [x for x in tenants if x not in seen]
+                found.update(tenant_heads(conn, waiting, missing, per_tenant))
                 ranked = order([JobRecord.from_row(r) for r in found.values()], now)
                 rows = [found[i] for i in ranked if i in found][:max_jobs]
             for row in rows:
@@ -593,4 +592,3 @@ class JobStore:
 
 
 _CLEAR_LEASE: dict[str, Any] = {"lease_expires_at": None, "lease_owner": None}
-

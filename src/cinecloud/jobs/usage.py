@@ -12,13 +12,27 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Connection, Engine, func, or_, select
 
 from cinecloud.jobs import tables as t
 from cinecloud.jobs.db import read_tx
 from cinecloud.jobs.lifecycle import JobStatus
 
-__all__ = ["UsageLedger", "UsageRow"]
+__all__ = ["FairInputs", "UsageLedger", "UsageRow"]
+
+
+@dataclass(frozen=True)
+class FairInputs:
+    """Fair share's view of the jobs table at one lease.
+
+    ``usage``: per tenant, the estimated work (one-GPU seconds) of its jobs started
+    since the window began, and of its jobs running now; ``queued_tenants``: the tenants
+    with jobs waiting; ``tenants``: id to name of the tenants asked about.
+    """
+
+    usage: dict[str, float]
+    queued_tenants: list[str]
+    tenants: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -70,42 +84,39 @@ class UsageLedger:
                 for r in conn.execute(q).all()
             ]
 
-    def recent_work(self, since: float) -> dict[str, float]:
-        """Per tenant: the estimated work (one-GPU seconds) of its jobs started at or after
-        ``since``, and of its jobs running now (fair share's usage)."""
+    def fair_inputs(
+        self, models: Sequence[str], since: float, names: Iterable[str] = ()
+    ) -> FairInputs:
+        """What fair share needs for one lease, in one read: each tenant's recent work,
+        the tenants with queued jobs for ``models``, and the tenants named in ``names``."""
         c = t.jobs.c
-        work = func.sum(func.coalesce(c.work_s, 0.0))
-        started = (c.started_at >= since) & (c.status != JobStatus.QUEUED.value)
-        running = (c.status == JobStatus.IN_PROGRESS.value) & (c.started_at < since)
-        out: dict[str, float] = {}
-        with read_tx(self.engine) as conn:
-            for where in (started, running):
-                q = select(c.tenant_id, work).where(where).group_by(c.tenant_id)
-                for tenant_id, seconds in conn.execute(q).all():
-                    out[tenant_id] = out.get(tenant_id, 0.0) + float(seconds or 0.0)
-        return out
-
-    def queued_tenants(self, models: Sequence[str]) -> list[str]:
-        """The tenants with queued jobs for any of ``models``."""
-        c = t.jobs.c
-        q = (
-            select(c.tenant_id)
-            .where(
-                c.status == JobStatus.QUEUED.value,
-                c.model.in_(list(models)),
-                c.deleted_at.is_(None),
-            )
-            .group_by(c.tenant_id)
+        recent = ((c.started_at >= since) & (c.status != JobStatus.QUEUED.value)) | (
+            c.status == JobStatus.IN_PROGRESS.value
+        )
+        work = select(c.tenant_id, func.sum(func.coalesce(c.work_s, 0.0))).where(recent)
+        queued = select(c.tenant_id).where(
+            c.status == JobStatus.QUEUED.value,
+            c.model.in_(list(models)),
+            c.deleted_at.is_(None),
         )
         with read_tx(self.engine) as conn:
-            return [r[0] for r in conn.execute(q).all()]
+            usage = {
+                r[0]: float(r[1] or 0.0) for r in conn.execute(work.group_by(c.tenant_id)).all()
+            }
+            waiting = [r[0] for r in conn.execute(queued.group_by(c.tenant_id)).all()]
+            named = self._tenants(conn, names)
+        return FairInputs(usage=usage, queued_tenants=waiting, tenants=named)
 
     def tenants(self, keys: Iterable[str]) -> dict[str, str]:
         """The tenants whose id or name is among ``keys``: id to name."""
+        with read_tx(self.engine) as conn:
+            return self._tenants(conn, keys)
+
+    @staticmethod
+    def _tenants(conn: Connection, keys: Iterable[str]) -> dict[str, str]:
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
         c = t.tenants.c
         q = select(c.id, c.name).where(or_(c.id.in_(wanted), c.name.in_(wanted)))
-        with read_tx(self.engine) as conn:
-            return {r[0]: r[1] for r in conn.execute(q).all()}
+        return {r[0]: r[1] for r in conn.execute(q).all()}
