@@ -132,8 +132,10 @@ def run_mode(
         svc = Service(tmp / ("on" if overlap else "off"), url, workers=1, env=settings).start()
         try:
             with svc.client() as client:
-                warm = client.post("/v1/videos", json={**request, "seed": 10_000}).json()
-                _wait(client, [warm["id"]], timeout=600)
+                response = client.post("/v1/videos", json={**request, "seed": 10_000})
+                if response.status_code != 200:
+                    raise SystemExit(f"the server refused the job: {response.text}")
+                _wait(client, [response.json()["id"]], timeout=600)
                 t0 = time.time()  # the server's clock too: both read the wall clock
                 ids = [
                     client.post("/v1/videos", json={**request, "seed": i}).json()["id"]

@@ -10,8 +10,13 @@ transformer with the same weights and inputs:
 - ``fa3+fused``: the same with the q/k/v projections fused into one matmul;
 - ``fa3+cfg-batch``: the same as ``fa3`` with both branches in one batch-2 forward;
 - ``fa3+fused+cfg-batch``: both;
+- ``fa3+cdt``: the same as ``fa3`` with inductor's coordinate-descent tuning of its
+  own (pointwise and reduction) kernels;
 - ``fa3+autotune``: regional compile with inductor's ``max-autotune-no-cudagraphs``
   (asked for by name only: its GEMM autotuning takes minutes).
+
+``--profile TOP`` also profiles one step of each variant with ``torch.profiler`` and
+prints the TOP kernels by GPU time and the time of attention, GEMMs and the rest.
 
 Reported: median step seconds, projected 50-step seconds, counted TFLOP/s against a
 bf16 matmul measured in the same run, and each output's error against ``eager``.
@@ -33,7 +38,15 @@ from typing import Any
 from gpu_engine import CASES, FLOPS, build_pipeline, make_embeds, matmul_ceiling, rel_err
 
 RESULTS = Path(__file__).resolve().parent / "results"
-VARIANTS = ("eager", "fa3", "fa3+fused", "fa3+cfg-batch", "fa3+fused+cfg-batch", "fa3+autotune")
+VARIANTS = (
+    "eager",
+    "fa3",
+    "fa3+fused",
+    "fa3+cfg-batch",
+    "fa3+fused+cfg-batch",
+    "fa3+cdt",
+    "fa3+autotune",
+)
 
 
 def step_fn(model: Any, x: dict[str, Any], neg: Any, batched: bool) -> Callable[[], Any]:
@@ -62,7 +75,46 @@ def step_fn(model: Any, x: dict[str, Any], neg: Any, batched: bool) -> Callable[
     return step2
 
 
-def run_variant(name: str, repeats: int, sync: Callable[[], None]) -> dict[str, Any]:
+def kernel_group(name: str) -> str:
+    """Which part of a step a CUDA kernel belongs to, by its name."""
+    low = name.lower()
+    if "flash" in low or "fmha" in low or "attention" in low:
+        return "attention"
+    if "gemm" in low or "cutlass" in low or "sm90_xmma" in low or "nvjet" in low:
+        return "gemm"
+    return "other"
+
+
+def profile_step(step: Callable[[], Any], sync: Callable[[], None], top: int) -> dict[str, Any]:
+    """One step under ``torch.profiler``: GPU time per kernel and per group."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sync()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        sync()
+    kernels: dict[str, list[float]] = {}
+    for event in prof.events():
+        if event.device_type.name == "CUDA":
+            entry = kernels.setdefault(event.name, [0.0, 0])
+            entry[0] += event.device_time_total / 1e6
+            entry[1] += 1
+    groups: dict[str, float] = {}
+    for name, (seconds, _) in kernels.items():
+        groups[kernel_group(name)] = groups.get(kernel_group(name), 0.0) + seconds
+    ranked = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top]
+    for name, (seconds, calls) in ranked:
+        print(f"  {seconds * 1e3:8.2f} ms {int(calls):5d}x  {name[:110]}", flush=True)
+    print("  by group: " + ", ".join(f"{g} {s:.3f} s" for g, s in groups.items()), flush=True)
+    return {
+        "groups_s": groups,
+        "top": [{"kernel": n, "s": s, "calls": int(c)} for n, (s, c) in ranked],
+    }
+
+
+def run_variant(
+    name: str, repeats: int, sync: Callable[[], None], profile_top: int = 0
+) -> dict[str, Any]:
     import torch
 
     from cinecloud.engine.speed import compile_regions, set_attention
@@ -84,6 +136,10 @@ def run_variant(name: str, repeats: int, sync: Callable[[], None]) -> dict[str, 
         set_attention(model, "_flash_3")
         if "fused" in name:
             model.fuse_qkv_projections()
+        if "cdt" in name:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.coordinate_descent_tuning = True
         if "autotune" in name:
             for block in model.blocks:
                 block.compile(mode="max-autotune-no-cudagraphs", dynamic=False)
@@ -101,8 +157,12 @@ def run_variant(name: str, repeats: int, sync: Callable[[], None]) -> dict[str, 
         step()
         sync()
         samples.append(time.perf_counter() - started)
+    profiled = profile_step(step, sync, profile_top) if profile_top else None
     del pipe, model
-    return {"first_s": first, "step_s": statistics.median(samples), "out": out.float().cpu()}
+    result = {"first_s": first, "step_s": statistics.median(samples), "out": out.float().cpu()}
+    if profiled is not None:
+        result["profile"] = profiled
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS[:-1]))
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--profile", type=int, default=0, metavar="TOP", help="profile each step")
     p.add_argument("--json", type=Path, default=RESULTS / "gpu_forward.json")
     args = p.parse_args(argv)
 
@@ -125,13 +186,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: dict[str, Any] = {}
     outs: dict[str, Any] = {}
     for name in args.variants:
-        r = run_variant(name, args.repeats, sync)
+        r = run_variant(name, args.repeats, sync, args.profile)
         outs[name] = r.pop("out")
         r["tflops"] = step_flop / r["step_s"] / 1e12
         r["steps50_s"] = 50 * r["step_s"]
         rows[name] = r
         print(f"{name}: step {r['step_s']:.3f} s, 50 steps {r['steps50_s']:.1f} s", flush=True)
         torch.compiler.reset()
+        if "cdt" in name:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.coordinate_descent_tuning = False
         torch.cuda.empty_cache()
     base = outs.get("eager")
     for name, r in rows.items():

@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 __all__ = [
     "ApiConfig",
+    "AutoscaleConfig",
     "Config",
     "CostConfig",
     "DatabaseConfig",
@@ -154,6 +155,31 @@ class CostConfig:
 
 
 @dataclass(frozen=True)
+class AutoscaleConfig:
+    """The autoscaler loop (docs/autoscaling.md); off unless enabled."""
+
+    enabled: bool = False
+    # local: worker processes beside the control plane; observe: start nothing, count the
+    # registered workers (the fleet is scaled from the desired-workers gauge).
+    launcher: str = "local"
+    # Model ids, one pool each; empty: the default model's pool.
+    pools: tuple[str, ...] = ()
+    interval_s: float = 5.0
+    min_workers: int = 0
+    max_workers: int = 4
+    target_wait_s: float = 60.0
+    wait_quantile: float = 0.95
+    cold_start_s: float = 45.0
+    idle_to_zero_s: float = 300.0
+    upscale_delay_s: float = 0.0
+    downscale_delay_s: float = 60.0
+    arrival_half_life_s: float = 60.0
+    on_demand_base: int = 1
+    on_demand_share: float = 1.0
+    history: int = 200
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     max_prompt_chars: int = 2000
     max_body_bytes: int = 20 * 1024 * 1024
@@ -212,6 +238,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     leader: LeaderConfig = field(default_factory=LeaderConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
 
     def redacted(self) -> dict[str, Any]:
         """A plain dict for display, with secrets masked."""
@@ -306,6 +333,25 @@ class _Cost(BaseModel):
     prices: dict[str, _GpuPrice] = {}
 
 
+class _Autoscale(BaseModel):
+    enabled: bool = False
+    launcher: Literal["local", "observe"] = "local"
+    pools: list[str] = []
+    interval_s: float = Field(5.0, gt=0)
+    min_workers: int = Field(0, ge=0)
+    max_workers: int = Field(4, ge=0)
+    target_wait_s: float = Field(60.0, gt=0)
+    wait_quantile: float = Field(0.95, gt=0, lt=1)
+    cold_start_s: float = Field(45.0, ge=0)
+    idle_to_zero_s: float = Field(300.0, ge=0)
+    upscale_delay_s: float = Field(0.0, ge=0)
+    downscale_delay_s: float = Field(60.0, ge=0)
+    arrival_half_life_s: float = Field(60.0, gt=0)
+    on_demand_base: int = Field(1, ge=0)
+    on_demand_share: float = Field(1.0, ge=0, le=1)
+    history: int = Field(200, ge=1, le=100_000)
+
+
 class _Api(BaseModel):
     max_prompt_chars: int = Field(2000, gt=0)
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
@@ -377,6 +423,7 @@ class Settings(BaseSettings):
     scheduler: _Scheduler = _Scheduler()
     leader: _Leader = _Leader()
     cost: _Cost = _Cost()
+    autoscale: _Autoscale = _Autoscale()
     api: _Api = _Api()
     engine: _Engine = _Engine()
     worker: _Worker = _Worker()
@@ -415,6 +462,8 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
     s = Settings(**overrides)  # type: ignore[arg-type]
     home = s.server.home
     public_url = s.server.public_url or f"http://{s.server.host}:{s.server.port}"
+    if s.autoscale.min_workers > s.autoscale.max_workers:
+        raise ValueError("autoscale.min_workers must not exceed autoscale.max_workers")
     if s.delivery.serve_from == "bucket" and s.storage.backend != "s3":
         raise ValueError('delivery.serve_from = "bucket" needs storage.backend = "s3"')
     secret = s.delivery.secret or _secret_for(home, "secret")
@@ -439,6 +488,9 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
         scheduler=_scheduler(s.scheduler),
         leader=LeaderConfig(**s.leader.model_dump()),
         cost=_cost(s.cost),
+        autoscale=AutoscaleConfig(
+            **{**s.autoscale.model_dump(), "pools": tuple(s.autoscale.pools)}
+        ),
         api=ApiConfig(**s.api.model_dump()),
         engine=EngineConfig(
             models_dir=s.engine.models_dir or repo_root() / "models",

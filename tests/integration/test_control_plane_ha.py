@@ -20,10 +20,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from cinecloud.api import build_state, create_app
+from cinecloud.api.autoscaling import make_autoscaler
 from cinecloud.config import load_config
 from cinecloud.jobs import JobStore, WorkerStore, make_engine
 from cinecloud.jobs import tables as t
 from cinecloud.testing.databases import pg_available, temp_database
+from cinecloud.testing.launcher import FakeLauncher
 from cinecloud.testing.service import Service
 from cinecloud.workers import LocalLauncher
 from tests.conftest import make_config
@@ -66,24 +68,36 @@ def test_sqlite_has_one_replica_and_it_leads(tmp_path: Path) -> None:
 
 
 def test_one_of_two_apps_leads_and_the_other_takes_over(tmp_path: Path, pg_url: str) -> None:
-    apps = []
+    """Two apps on one database, each with an autoscaler that launches workers (a fake
+    launcher): only the leader's autoscaler acts, until the leader goes."""
+    apps, launchers = [], []
     for name in ("a", "b"):
-        cfg = make_config(tmp_path / name, pg_url, leader={"replica": name, "interval_s": 0.2})
-        apps.append((cfg, build_state(cfg)))
+        cfg = make_config(
+            tmp_path / name,
+            pg_url,
+            leader={"replica": name, "interval_s": 0.2},
+            autoscale={"enabled": True, "interval_s": 0.1},
+        )
+        state = build_state(cfg)
+        launchers.append(FakeLauncher())
+        state.autoscaler = make_autoscaler(state, launchers[-1])
+        apps.append((cfg, state))
     (cfg_a, a), (cfg_b, b) = apps
     with TestClient(create_app(cfg_a, a)) as client_a:
         wait_until("a to lead", lambda: client_a.get("/healthz").json()["leader"], 5)
         with TestClient(create_app(cfg_b, b)) as client_b:
-            time.sleep(1.0)  # five tries of b's
+            time.sleep(1.0)  # five tries of b's, ten autoscaler periods
             assert client_b.get("/healthz").json() == {
                 "status": "ok",
                 "replica": "b",
                 "leader": False,
             }
             assert b.leadership.changes == 0 and a.leadership.leading
+            assert launchers[0].calls and not launchers[1].calls
             client_a.__exit__(None, None, None)  # a shuts down and lets go of the lock
             wait_until("b to lead", lambda: client_b.get("/healthz").json()["leader"], 5)
             assert 'cinecloud_leader{replica="b"} 1.0' in client_b.get("/metrics").text
+            wait_until("b's autoscaler", lambda: launchers[1].calls, 5)
     for _, state in apps:
         state.jobs.engine.dispose()
 

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.errors import install_error_handlers
 from cinecloud.api.loops import Loop, replica_name, run_leader_loops
-from cinecloud.api.routers import events, health, internal, models, usage, videos
+from cinecloud.api.routers import admin, events, health, internal, models, usage, videos
 from cinecloud.api.state import AppState
 from cinecloud.config import Config
 from cinecloud.delivery import create_origin_router
@@ -23,6 +23,7 @@ from cinecloud.engine.registry import default_registry
 from cinecloud.jobs import AccountStore, JobStore, WorkerStore, make_engine, migrate
 from cinecloud.jobs.deadlines import expire_deadlines
 from cinecloud.jobs.leader import leader_lock
+from cinecloud.scheduler.autoscaler import autoscale_loop, autoscale_once
 from cinecloud.storage import open_store
 from cinecloud.telemetry import Metrics
 
@@ -103,6 +104,15 @@ def _sweep_loop(cfg: Config) -> Loop:
     return Loop("sweep", _sweep_once, cfg.queue.sweep_interval_s)
 
 
+async def _autoscale_once(state: AppState) -> None:
+    if state.autoscaler is not None:
+        await asyncio.to_thread(autoscale_once, state.autoscaler, state.clock())
+
+
+def _autoscale_loop(cfg: Config) -> Loop:
+    return Loop("autoscale", _autoscale_once, cfg.autoscale.interval_s)
+
+
 def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     st = state or build_state(cfg)
 
@@ -112,15 +122,25 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
         st.events.bind(asyncio.get_running_loop())
         # Expired leases and retries, deadlines and retention: on the leading replica only.
         st.loops.setdefault("sweep", _sweep_loop(cfg))
+        tasks = []
+        if st.autoscaler is not None and cfg.autoscale.launcher == "observe":
+            # Starts nothing, only publishes the desired-workers gauge: every replica
+            # keeps its own fresh, so a scaler reading any of them sees the same.
+            loop = autoscale_loop(st.autoscaler, st.clock, cfg.autoscale.interval_s)
+            tasks.append(asyncio.create_task(loop))
+        elif st.autoscaler is not None:  # it launches workers: one replica does
+            st.loops.setdefault("autoscale", _autoscale_loop(cfg))
         st.leadership.replica = replica_name(cfg.leader.replica, cfg.server.port)
         lock = leader_lock(st.jobs.engine, cfg.leader.lock_key)
-        task = asyncio.create_task(run_leader_loops(st, lock))
+        tasks.append(asyncio.create_task(run_leader_loops(st, lock)))
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(
         title="cinecloud",
@@ -135,6 +155,7 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(usage.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     app.include_router(internal.router)
     app.include_router(internal.upload_router)
     app.include_router(create_origin_router(st.store, secret=cfg.delivery.secret, clock=st.clock))

@@ -14,6 +14,7 @@ from cinecloud.config import Config
 from cinecloud.engine.registry import Registry
 from cinecloud.jobs import AccountStore, ApiKeyRecord, JobStore, WorkerStore
 from cinecloud.scheduler import ServiceModels, load_service_models
+from cinecloud.scheduler.autoscaler import Autoscaler
 from cinecloud.storage import BlobStore
 from cinecloud.telemetry import Metrics
 
@@ -106,6 +107,8 @@ class AppState:
     # this replica leads.
     loops: dict[str, Loop] = field(default_factory=dict)
     leadership: Leadership = field(default_factory=Leadership)
+    # The autoscaler loop's state (autoscale.enabled); None when it is off.
+    autoscaler: Autoscaler | None = None
 
 
 def get_state(request: Request) -> AppState:

@@ -80,6 +80,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="bind address")] = None,
     port: Annotated[int | None, typer.Option(help="port")] = None,
     workers: Annotated[int, typer.Option(min=0, help="local workers to start beside the API")] = 0,
+    autoscale: Annotated[
+        str | None,
+        typer.Option(
+            help="run the autoscaler with this launcher: local (worker processes here) "
+            "or observe (publish the desired count only); see docs/autoscaling.md"
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run the control plane (API, worker API, origin, metrics)."""
@@ -90,7 +97,12 @@ def serve(
         server["host"] = host
     if port is not None:
         server["port"] = port
-    run_server(_cfg(config, server=server), workers)
+    scaling: dict[str, Any] = {}
+    if autoscale is not None:
+        if autoscale not in ("local", "observe"):
+            raise _fail(f"--autoscale must be local or observe (got {autoscale!r})", 2)
+        scaling = {"enabled": True, "launcher": autoscale}
+    run_server(_cfg(config, server=server, autoscale=scaling), workers)
 
 
 @app.command()

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from cinecloud.engine.batch import BatchFamily, can_batch
 from cinecloud.engine.families import Family, make_family
 from cinecloud.engine.memory import MemoryPlan, plan_memory
 from cinecloud.engine.registry import GenerationParams, ModelSpec, check_installed, validate_params
@@ -280,9 +281,22 @@ class Runner:
             set_attention(model, candidates[0])
             return candidates[0], "fixed"
         attention, timings = choose_attention(model, candidates, probe, clock=self._clock)
+        attention = self._shared(model, attention)
         if timings and self._choices is not None:
             self._choices.put(key, attention, timings)
         return attention, "measured" if timings else "fixed"
+
+    def _shared(self, model: object, attention: str) -> str:
+        """On several ranks, rank 0's measured backend on all of them: the ranks time the
+        candidates together but each on its own clock, and must run one kernel."""
+        if self._ranks is None or self._ranks.world_size == 1:
+            return attention
+        from cinecloud.engine.parallel.ranks import broadcast_text
+
+        chosen = broadcast_text(attention if self._ranks.rank == 0 else None)
+        if chosen != attention:
+            set_attention(model, chosen)
+        return chosen
 
     def _forget(self, key: str) -> None:
         if self._choices is not None:
@@ -312,6 +326,63 @@ class Runner:
             offload=offload,
             vae_tiling=self._want_tiling,
         )
+
+    def run_batch(
+        self,
+        batch: Sequence[GenerationParams],
+        on_step: Callable[[StepInfo], None],
+        should_cancel: Callable[[], bool],
+    ) -> list[RunResult]:
+        """Generate several videos: as one batch where the family and the videos allow
+        (:mod:`cinecloud.engine.batch`), else one by one. Each result's timings are the
+        batch's stages (what each video waited); ``engine["batch"]`` says how many shared
+        them, so GPU time can be split among them."""
+        family = self._family
+        if family is None or self.device is None or self.dtype is None or self.plan is None:
+            raise RuntimeError(f"runner for {self.spec.id} is not loaded; call load() first")
+        if not can_batch(family, batch):
+            return [self.run(p, on_step, should_cancel) for p in batch]
+        assert isinstance(family, BatchFamily)
+        for p in batch:
+            validate_params(self.spec, p)
+        clock, total = self._clock, batch[0].steps
+        if should_cancel():
+            raise Cancelled(0, total)
+        timings: dict[str, float] = {}
+        start = clock()
+        encoded = family.encode_batch(batch)
+        timings["text_encode"] = clock() - start
+        start = clock()
+
+        def step(k: int) -> None:
+            on_step(StepInfo("denoise", k, total, clock() - start))
+            if should_cancel():
+                raise Cancelled(k, total)
+
+        step(0)
+        latents = family.denoise_batch(encoded, batch, on_step=step)
+        timings["denoise"] = clock() - start
+        start = clock()
+        videos = family.decode_batch(latents)
+        timings["decode"] = clock() - start
+        engine = {
+            **self.plan.record(),
+            **self.tuning,
+            "step_cache": "off",
+            "batch": str(len(batch)),
+        }
+        return [
+            RunResult(
+                frames=frames,
+                fps=p.fps,
+                timings=dict(timings),
+                seed=p.seed,
+                device=self.device,
+                dtype=self.dtype,
+                engine=dict(engine),
+            )
+            for p, frames in zip(batch, videos, strict=True)
+        ]
 
     def run(
         self,

@@ -7,7 +7,8 @@
   (:class:`AttentionChoices`, ``<home>/cache/attention.json``) per model, video shape,
   card and library versions, so a restarted worker sets it without measuring again.
 - **Regional compile**: ``torch.compile`` on each repeated transformer block rather
-  than the whole model, so compile time is that of one block. The compiled code is
+  than the whole model, so compile time is that of one block. On CUDA the
+  feed-forward's GELU first joins its matmul (:mod:`cinecloud.engine.fusion`). The compiled code is
   cached on disk (``TORCHINDUCTOR_CACHE_DIR``, set by the worker under its home), so a
   restarted worker reuses it.
 - **Warm-up**: one short run before the first job, so the first user does not pay
@@ -94,10 +95,21 @@ def compile_regions(model: Any) -> int:
     """``torch.compile`` each repeated block of ``model`` in place; the number compiled.
 
     Blocks of one class share their compiled code, so compiling costs about one block.
+    On CUDA the feed-forward GELUs first move into their matmuls' epilogues
+    (:mod:`cinecloud.engine.fusion`), and inductor tunes its own kernels' launch
+    parameters by coordinate descent (a few seconds more compile, cached with the rest;
+    1% off Wan 1.3B's step on an H200: ``benchmarks/gpu_forward.py``).
     """
     blocks = _repeated_blocks(model)
+    cuda = any(p.is_cuda for p in model.parameters())
+    options: dict[str, Any] = {}
+    if cuda:
+        from cinecloud.engine.fusion import fuse_gelu_epilogues
+
+        fuse_gelu_epilogues(model)
+        options["coordinate_descent_tuning"] = True
     for block in blocks:
-        block.compile(fullgraph=False, dynamic=False)
+        block.compile(fullgraph=False, dynamic=False, options=options or None)
     return len(blocks)
 
 

@@ -8,13 +8,22 @@ several, the ones that batch with it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from cinecloud.jobs import JobRecord
 from cinecloud.scheduler.placement import Candidate, LeaseContext, PlacementPolicy, plan
 from cinecloud.scheduler.service import JobShape, ServiceModels
 
-__all__ = ["FamilyOf", "MemoryOf", "batch_key", "candidate", "job_shape", "lease_order"]
+__all__ = [
+    "FamilyOf",
+    "MemoryOf",
+    "batch_key",
+    "candidate",
+    "job_shape",
+    "lease_order",
+    "params_shape",
+]
 
 #: The model family of a model id (the API's registry knows it).
 FamilyOf = Callable[[str], str]
@@ -28,8 +37,13 @@ def job_shape(job: JobRecord) -> JobShape:
     Jobs stored by the API always carry every field; a field a job lacks counts as 1
     (0 for the guidance scale: one branch).
     """
-    p = job.params
-    width, _, height = job.size.partition("x")
+    return params_shape(job.params, job.size)
+
+
+def params_shape(params: Mapping[str, Any], size: str) -> JobShape:
+    """:func:`job_shape` from a job's stored ``params`` and ``size`` alone."""
+    p = params
+    width, _, height = size.partition("x")
     return JobShape(
         width=int(p.get("width", width or 1)),
         height=int(p.get("height", height or 1)),

@@ -80,6 +80,20 @@ class Metrics:
         self.dollars = Counter(
             "cinecloud_cost_dollars", "Dollars billed", ["gpu_type", "spot"], registry=r
         )
+        # The autoscaler's last decision per pool: what a Kubernetes HPA/KEDA scaler or
+        # another launcher reads to place workers (capacity: on_demand | spot).
+        self.autoscaler_desired = Gauge(
+            "cinecloud_autoscaler_desired_workers",
+            "Workers the autoscaler wants per pool and capacity",
+            ["pool", "capacity"],
+            registry=r,
+        )
+        self.autoscaler_workers = Gauge(
+            "cinecloud_autoscaler_current_workers",
+            "Workers the autoscaler's launcher runs per pool",
+            ["pool"],
+            registry=r,
+        )
 
     def watch(
         self,

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ def free_port() -> int:
 class Service:
     """A control plane subprocess with ``workers`` local workers.
 
-    ``env`` adds ``CINECLOUD_*`` settings (e.g. a short lease for fault tests).
+    ``env`` adds ``CINECLOUD_*`` settings (e.g. a short lease for fault tests); ``args``
+    adds flags to ``cinecloud serve`` (e.g. ``["--autoscale", "local"]``).
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class Service:
         workers: int = 1,
         env: dict[str, str] | None = None,
         port: int | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.home = home
         self.db_url = db_url
@@ -47,6 +50,7 @@ class Service:
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home / "server.log"
+        self.args = list(args)
 
     @property
     def env(self) -> dict[str, str]:
@@ -67,6 +71,7 @@ class Service:
     def start(self, timeout: float = 60.0) -> Service:
         self.home.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "cinecloud.cli", "serve", "--workers", str(self.workers)]
+        cmd += self.args
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -1,5 +1,9 @@
 """Launchers put workers somewhere. ``LocalLauncher``: OS processes beside the control plane.
 
+It follows the autoscaler's launcher protocol (``scale(pool, desired)``,
+``current(pool)``; :mod:`cinecloud.scheduler.autoscaler`): a pool is a model id, and
+its workers load only that model.
+
 Each worker is ``python -m cinecloud.workers --server URL --name NAME``. The
 worker's settings travel in its environment: the caller's environment passes
 through, and the launcher's ``worker``, ``engine`` and ``queue`` settings (and
@@ -17,15 +21,17 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cinecloud.config
 from cinecloud.config import Config
 
-__all__ = ["LocalLauncher", "worker_env"]
+__all__ = ["DEFAULT_POOL", "LocalLauncher", "SupportsTotal", "worker_env"]
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +60,25 @@ def worker_env(cfg: Config, server_url: str, base: Mapping[str, str]) -> dict[st
     return env
 
 
-class LocalLauncher:
-    """``count`` worker processes on this machine; ``scale(n)`` adds or stops some.
+#: The pool of workers that load the configured ``worker.models`` (``--workers N``).
+DEFAULT_POOL = ""
 
-    ``server_url`` defaults to ``cfg.server.public_url`` (the control plane they sit
-    beside); pass the bound address when the server listens on port 0.
+
+@dataclass
+class _Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+
+
+class LocalLauncher:
+    """Worker processes on this machine, by pool; ``scale(pool, desired)`` adds or stops.
+
+    A pool is a model id: its workers load only that model. :data:`DEFAULT_POOL` holds
+    workers of the configured ``worker.models``; ``count`` of them start with
+    :meth:`start`. ``server_url`` defaults to ``cfg.server.public_url`` (the control
+    plane they sit beside); pass the bound address when the server listens on port 0.
+    ``busy`` names the workers that hold a job; scaling down stops the others first
+    (newest first), so a running job is not cut short while an idle worker remains.
     """
 
     def __init__(
@@ -69,6 +89,7 @@ class LocalLauncher:
         server_url: str | None = None,
         env: Mapping[str, str] | None = None,
         python: str = sys.executable,
+        busy: Callable[[], Collection[str]] | None = None,
     ) -> None:
         if count < 0:
             raise ValueError(f"worker count must be >= 0 (got {count})")
@@ -78,50 +99,91 @@ class LocalLauncher:
         self._server_url = server_url or cfg.server.public_url
         self._env = worker_env(cfg, self._server_url, os.environ if env is None else env)
         self._python = python
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self._busy = busy
+        self._pools: dict[str, list[_Proc]] = {}
         self._started = 0
+        self._lock = threading.Lock()
+        self._closed = False
 
     @property
     def pids(self) -> list[int]:
         """The pids of the workers started and not yet stopped (alive or not)."""
-        return [p.pid for p in self._procs]
+        return [p.popen.pid for procs in self._pools.values() for p in procs]
 
-    def alive(self) -> int:
-        """How many worker processes are running now."""
-        return sum(1 for p in self._procs if p.poll() is None)
+    def alive(self, pool: str | None = None) -> int:
+        """How many worker processes (of ``pool``, or of all pools) are running now."""
+        pools = self._pools.values() if pool is None else [self._pools.get(pool, [])]
+        return sum(1 for procs in pools for p in procs if p.popen.poll() is None)
 
     def start(self) -> None:
-        """Start the ``count`` workers given at construction."""
-        self.scale(self._count)
+        """Start the ``count`` workers given at construction, in the default pool."""
+        self.scale(DEFAULT_POOL, self._count)
 
-    def scale(self, n: int, timeout: float = 15.0) -> None:
-        """Reach ``n`` running workers: forget dead ones, start or stop (newest first)."""
+    def current(self, pool: str) -> int:
+        """Workers of ``pool`` running (starting ones included); dead ones are forgotten."""
+        with self._lock:
+            return len(self._reap(pool))
+
+    def scale(self, pool: str, desired: int | SupportsTotal, timeout: float = 15.0) -> None:
+        """Reach ``desired`` running workers in ``pool``: forget dead ones, start new ones
+        or stop some (idle before busy, newest first). A local machine has no spot
+        capacity: a split count runs its total."""
+        n = desired if isinstance(desired, int) else desired.total
         if n < 0:
             raise ValueError(f"worker count must be >= 0 (got {n})")
-        for p in [p for p in self._procs if p.poll() is not None]:
-            log.warning("worker %s exited with code %s", p.pid, p.returncode)
-            self._procs.remove(p)
-        while len(self._procs) < n:
-            self._procs.append(self._spawn())
-        extra = self._procs[n:]
-        self._procs = self._procs[:n]
-        _terminate(extra, timeout)
+        with self._lock:
+            if self._closed:
+                log.info("launcher stopped: pool %r stays down", pool)
+                return
+            procs = self._reap(pool)
+            while len(procs) < n:
+                procs.append(self._spawn(pool))
+            if len(procs) <= n:
+                return
+            busy = set(self._busy()) if self._busy is not None else set()
+            order = sorted(enumerate(procs), key=lambda ip: (ip[1].name in busy, -ip[0]))
+            extra = [p for _, p in order[: len(procs) - n]]
+            self._pools[pool] = [p for p in procs if p not in extra]
+        _terminate([p.popen for p in extra], timeout)
 
     def stop(self, timeout: float = 15.0) -> list[int]:
-        """SIGTERM every worker, then SIGKILL those still running after ``timeout``.
+        """SIGTERM every worker, then SIGKILL those still running after ``timeout``; later
+        calls to :meth:`scale` start nothing.
 
         Returns the workers' exit codes (0 for a clean stop, -9 for a kill).
         """
-        procs, self._procs = self._procs, []
+        with self._lock:
+            procs = [p.popen for ps in self._pools.values() for p in ps]
+            self._pools = {}
+            self._closed = True
         return _terminate(procs, timeout)
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _reap(self, pool: str) -> list[_Proc]:
+        procs = self._pools.setdefault(pool, [])
+        for p in [p for p in procs if p.popen.poll() is not None]:
+            log.warning("worker %s exited with code %s", p.name, p.popen.returncode)
+            procs.remove(p)
+        return procs
+
+    def _spawn(self, pool: str) -> _Proc:
         self._started += 1
-        name = f"{self._cfg.worker.name or 'local'}-{self._started}"
+        base = self._cfg.worker.name or "local"
+        slug = "".join(ch if ch.isalnum() else "-" for ch in pool)
+        name = f"{base}-{slug}-{self._started}" if pool else f"{base}-{self._started}"
+        env = dict(self._env)
+        if pool:
+            env["CINECLOUD_WORKER__MODELS"] = json.dumps([pool])
         cmd = [self._python, "-m", "cinecloud.workers", "--server", self._server_url]
-        proc = subprocess.Popen([*cmd, "--name", name], env=self._env)
+        proc = subprocess.Popen([*cmd, "--name", name], env=env)
         log.info("started worker %s (pid %s)", name, proc.pid)
-        return proc
+        return _Proc(name, proc)
+
+
+class SupportsTotal(Protocol):
+    """A worker count split by capacity (the autoscaler's ``Desired``)."""
+
+    @property
+    def total(self) -> int: ...
 
 
 def _terminate(procs: list[subprocess.Popen[bytes]], timeout: float) -> list[int]:

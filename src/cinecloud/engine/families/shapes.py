@@ -7,7 +7,7 @@ loop, and the pipeline's pixel-space decode (a rescale, no VAE).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +16,7 @@ import torch
 from cinecloud.engine.families.base import (
     TORCH_DTYPES,
     PipelineFamily,
+    step_callback,
     to_uint8_frames,
 )
 from cinecloud.engine.registry import GenerationParams
@@ -80,3 +81,54 @@ class ShapesT2V(PipelineFamily[ShapesT2VPipeline]):
         with torch.inference_mode():
             frames = self.pipe.decode(latents, output_type="np")
         return to_uint8_frames(frames)
+
+    # ------------------------------------------------------------ batches (engine.batch)
+
+    def encode_batch(self, params: Sequence[GenerationParams]) -> ShapesEmbeds:
+        """The prompts of compatible videos (one guidance scale) in one encode."""
+        with torch.inference_mode():
+            prompt, mask, negative, negative_mask = self.pipe.encode_prompt(
+                prompt=[p.prompt for p in params],
+                negative_prompt=[p.negative_prompt for p in params],
+                do_classifier_free_guidance=params[0].guidance_scale > 1.0,
+                device=self._device,
+            )
+        self._sync()
+        return ShapesEmbeds(prompt, mask, negative, negative_mask)
+
+    def denoise_batch(
+        self,
+        encoded: ShapesEmbeds,
+        params: Sequence[GenerationParams],
+        *,
+        on_step: Callable[[int], None],
+    ) -> torch.Tensor:
+        """One denoise loop over the batch; each video's noise comes from its own seed."""
+        first = params[0]
+        generators = [torch.Generator(self._device).manual_seed(p.seed) for p in params]
+        with torch.inference_mode():
+            output = self.pipe(
+                height=first.height,
+                width=first.width,
+                num_frames=first.num_frames,
+                num_inference_steps=first.steps,
+                generator=generators,
+                output_type="latent",
+                return_dict=False,
+                callback_on_step_end=step_callback(on_step),
+                callback_on_step_end_tensor_inputs=[],
+                prompt_embeds=encoded.prompt,
+                prompt_attention_mask=encoded.prompt_mask,
+                negative_prompt_embeds=encoded.negative,
+                negative_prompt_attention_mask=encoded.negative_mask,
+                guidance_scale=first.guidance_scale,
+            )
+        self._sync()
+        clips = output[0]
+        if not isinstance(clips, torch.Tensor):
+            raise TypeError(f"expected a clip tensor from the pipeline, got {type(clips).__name__}")
+        return clips
+
+    def decode_batch(self, latents: torch.Tensor) -> list[np.ndarray]:
+        """Clips ``(B, 3, T, H, W)`` to one uint8 frame array (T, H, W, 3) per video."""
+        return [self.decode(latents[i : i + 1]) for i in range(latents.shape[0])]

@@ -66,6 +66,10 @@ class ParallelFamily:
         if device != self.ranks.device:
             raise ValueError(f"rank {self.ranks.rank} runs on {self.ranks.device} (got {device})")
         self.inner.load(source, device=device, dtype=dtype, offload=offload)
+        self.apply_plan()
+
+    def apply_plan(self) -> None:
+        """Apply the ranks' plan to the loaded pipeline (one rank: nothing to apply)."""
         plan, transformer = self.ranks.plan, self.inner.denoiser()
         check_plan_for_model(plan, self.name, int(transformer.config.num_attention_heads))
         if plan.context_parallel:
