@@ -360,3 +360,58 @@ def test_a_batch_is_fair_between_tenants() -> None:
     ]
     got = plan(1, jobs, T0, POLICY, max_jobs=4)
     assert Counter(c.tenant_id for c in got) == {"a": 2, "b": 2}
+
+
+# ---------------------------------------------------------------- the engine's batch key
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"width": 64, "height": 64, "num_frames": 9, "steps": 4, "guidance_scale": 5.0},
+        {
+            "width": 832,
+            "height": 480,
+            "num_frames": 81,
+            "steps": 50,
+            "guidance_scale": 1.0,
+            "step_cache": "first_block",
+        },
+        {
+            "width": 64,
+            "height": 64,
+            "num_frames": 9,
+            "steps": 4,
+            "guidance_scale": 3.0,
+            "input_image": "t/a/in/abc.png",
+        },
+    ],
+)
+def test_the_lease_batches_what_the_engine_batches(params: dict[str, object]) -> None:
+    """The scheduler's key of a stored job equals the engine's key of its run."""
+    from cinecloud.engine.batch import batch_key as engine_key
+    from cinecloud.engine.specs import GenerationParams
+    from cinecloud.jobs import JobRecord
+    from cinecloud.scheduler import batch_key
+
+    stored = {"negative_prompt": "", "fps": 8, **params}
+    job = JobRecord(
+        id="video_1",
+        tenant_id="t",
+        status="queued",
+        model="m",
+        prompt="p",
+        params=stored,
+        seconds="1",
+        size=f"{params['width']}x{params['height']}",
+        seed=1,
+        priority=0,
+        created_at=T0,
+        attempts=0,
+        max_attempts=3,
+        progress=0,
+    )
+    run = {k: v for k, v in stored.items() if k != "input_image"}
+    image = "/work/in.png" if "input_image" in stored else None
+    engine = GenerationParams(prompt="p", seed=1, image_path=image, **run)  # type: ignore[arg-type]
+    assert batch_key(job) == engine_key(engine)

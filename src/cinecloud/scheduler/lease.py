@@ -54,16 +54,17 @@ def params_shape(params: Mapping[str, Any], size: str) -> JobShape:
 
 
 def batch_key(job: JobRecord) -> tuple[object, ...]:
-    """What jobs of one model must share to run as one batch (see ``batching``)."""
+    """What jobs of one model must share to run as one batch: the engine's own key
+    (``engine.batch.batch_key``, which this layer may not import) from the stored job."""
     shape = job_shape(job)
-    step_cache = job.params.get("step_cache", "off")
     return (
         shape.width,
         shape.height,
         shape.num_frames,
         shape.steps,
         shape.guidance_scale,
-        step_cache,
+        job.params.get("step_cache", "off"),
+        "input_image" not in job.params,  # text-to-video and image-to-video do not mix
     )
 
 
