@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import secrets
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -27,9 +28,12 @@ __all__ = [
     "ApiConfig",
     "AutoscaleConfig",
     "Config",
+    "CostConfig",
     "DatabaseConfig",
     "DeliveryConfig",
     "EngineConfig",
+    "GpuPrice",
+    "LeaderConfig",
     "QueueConfig",
     "SchedulerConfig",
     "ServerConfig",
@@ -112,6 +116,42 @@ class SchedulerConfig:
     max_parallel: int = 8
     # Queued jobs a lease weighs: this many by priority, and as many of the oldest.
     candidates: int = 32
+    # Fair share: weights by tenant id or name (others get default_weight), over the work
+    # started in the last fair_window_s seconds.
+    tenant_weights: Mapping[str, float] = field(default_factory=dict)
+    default_weight: float = 1.0
+    fair_window_s: float = 900.0
+    # Model affinity: seconds a worker needs to load a model it does not hold, per model id.
+    model_load_s: Mapping[str, float] = field(default_factory=dict)
+    default_load_s: float = 30.0
+    # The furthest a Cancel-After deadline may lie.
+    max_deadline_s: float = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class LeaderConfig:
+    """Control-plane replicas on PostgreSQL: the background loops run on the one holding
+    advisory lock ``lock_key``; every replica tries for it each ``interval_s``."""
+
+    lock_key: int = 0x63696E65  # "cine"
+    interval_s: float = 1.0
+    # how /healthz and the metrics name this replica; empty: hostname:port:pid
+    replica: str = ""
+
+
+@dataclass(frozen=True)
+class GpuPrice:
+    """Dollars per GPU-hour."""
+
+    on_demand: float
+    spot: float
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    # Prices by GPU type (as workers report it: e.g. "NVIDIA H100 80GB HBM3", or "cpu").
+    # A key matches a type equal to it or contained in it, ignoring case; the longest wins.
+    prices: Mapping[str, GpuPrice] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -180,6 +220,9 @@ class WorkerConfig:
     parallel: str = ""
     # How long a collective between the ranks may wait before the job fails (retryable).
     parallel_timeout_s: float = 30.0
+    # Billing: a spot (preemptible) machine, and its GPU type when not the device's name.
+    spot: bool = False
+    gpu_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -193,6 +236,8 @@ class Config:
     engine: EngineConfig
     worker: WorkerConfig
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    leader: LeaderConfig = field(default_factory=LeaderConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
     autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
 
     def redacted(self) -> dict[str, Any]:
@@ -207,7 +252,7 @@ class Config:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
@@ -265,6 +310,27 @@ class _Scheduler(BaseModel):
     aging_s: float = Field(300.0, gt=0)
     max_parallel: int = Field(8, ge=1, le=1024)
     candidates: int = Field(32, ge=1, le=10_000)
+    tenant_weights: dict[str, Annotated[float, Field(gt=0)]] = {}
+    default_weight: float = Field(1.0, gt=0)
+    fair_window_s: float = Field(900.0, gt=0)
+    model_load_s: dict[str, Annotated[float, Field(ge=0)]] = {}
+    default_load_s: float = Field(30.0, ge=0)
+    max_deadline_s: float = Field(7 * 24 * 3600.0, gt=0)
+
+
+class _Leader(BaseModel):
+    lock_key: int = Field(0x63696E65, ge=-(2**63), lt=2**63)
+    interval_s: float = Field(1.0, gt=0)
+    replica: str = Field("", max_length=200)
+
+
+class _GpuPrice(BaseModel):
+    on_demand: float = Field(ge=0)
+    spot: float | None = Field(None, ge=0)  # unset: spot machines pay the on-demand price
+
+
+class _Cost(BaseModel):
+    prices: dict[str, _GpuPrice] = {}
 
 
 class _Autoscale(BaseModel):
@@ -321,6 +387,8 @@ class _Worker(BaseModel):
     runner_factory: str = ""
     parallel: str = ""
     parallel_timeout_s: float = Field(30.0, gt=0)
+    spot: bool = False
+    gpu_type: str = Field("", max_length=100)
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -353,6 +421,8 @@ class Settings(BaseSettings):
     delivery: _Delivery = _Delivery()
     queue: _Queue = _Queue()
     scheduler: _Scheduler = _Scheduler()
+    leader: _Leader = _Leader()
+    cost: _Cost = _Cost()
     autoscale: _Autoscale = _Autoscale()
     api: _Api = _Api()
     engine: _Engine = _Engine()
@@ -415,7 +485,9 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             prewarm=s.delivery.prewarm,
         ),
         queue=QueueConfig(**s.queue.model_dump()),
-        scheduler=SchedulerConfig(**s.scheduler.model_dump()),
+        scheduler=_scheduler(s.scheduler),
+        leader=LeaderConfig(**s.leader.model_dump()),
+        cost=_cost(s.cost),
         autoscale=AutoscaleConfig(
             **{**s.autoscale.model_dump(), "pools": tuple(s.autoscale.pools)}
         ),
@@ -443,5 +515,22 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             runner_factory=s.worker.runner_factory,
             parallel=s.worker.parallel,
             parallel_timeout_s=s.worker.parallel_timeout_s,
+            spot=s.worker.spot,
+            gpu_type=s.worker.gpu_type,
         ),
     )
+
+
+def _scheduler(s: _Scheduler) -> SchedulerConfig:
+    values = s.model_dump()
+    for name in ("tenant_weights", "model_load_s"):
+        values[name] = dict(values[name])
+    return SchedulerConfig(**values)
+
+
+def _cost(c: _Cost) -> CostConfig:
+    prices = {
+        name: GpuPrice(p.on_demand, p.on_demand if p.spot is None else p.spot)
+        for name, p in c.prices.items()
+    }
+    return CostConfig(prices=prices)

@@ -14,13 +14,16 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.errors import install_error_handlers
-from cinecloud.api.routers import admin, events, health, internal, models, videos
+from cinecloud.api.loops import Loop, replica_name, run_leader_loops
+from cinecloud.api.routers import admin, events, health, internal, models, usage, videos
 from cinecloud.api.state import AppState
 from cinecloud.config import Config
 from cinecloud.delivery import create_origin_router
 from cinecloud.engine.registry import default_registry
 from cinecloud.jobs import AccountStore, JobStore, WorkerStore, make_engine, migrate
-from cinecloud.scheduler.autoscaler import autoscale_loop
+from cinecloud.jobs.deadlines import expire_deadlines
+from cinecloud.jobs.leader import leader_lock
+from cinecloud.scheduler.autoscaler import autoscale_loop, autoscale_once
 from cinecloud.storage import open_store
 from cinecloud.telemetry import Metrics
 
@@ -70,7 +73,18 @@ async def _sweep_once(state: AppState) -> None:
     if expired:
         state.notifier.notify()
         state.events.notify()
+    await _deadlines_once(state)
     await _retention_once(state)
+
+
+async def _deadlines_once(state: AppState) -> None:
+    """Fail the queued jobs whose ``Cancel-After`` deadline came before they started."""
+    late = await run_in_threadpool(expire_deadlines, state.jobs)
+    for job in late:
+        state.metrics.failed.labels(model=job.model, code=job.error_code or "").inc()
+        log.info("job %s did not start before its deadline; it failed", job.id)
+    if late:
+        state.events.notify()
 
 
 async def _retention_once(state: AppState) -> None:
@@ -86,14 +100,17 @@ async def _retention_once(state: AppState) -> None:
         state.events.notify()
 
 
-async def _sweeper(state: AppState) -> None:
-    """Returns jobs whose lease expired to the queue; removes expired jobs' files."""
-    while True:
-        try:
-            await _sweep_once(state)
-        except Exception:  # keep sweeping through a database blip
-            log.exception("lease sweep failed")
-        await asyncio.sleep(state.cfg.queue.sweep_interval_s)
+def _sweep_loop(cfg: Config) -> Loop:
+    return Loop("sweep", _sweep_once, cfg.queue.sweep_interval_s)
+
+
+async def _autoscale_once(state: AppState) -> None:
+    if state.autoscaler is not None:
+        await asyncio.to_thread(autoscale_once, state.autoscaler, state.clock())
+
+
+def _autoscale_loop(cfg: Config) -> Loop:
+    return Loop("autoscale", _autoscale_once, cfg.autoscale.interval_s)
 
 
 def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
@@ -103,10 +120,19 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         st.notifier.bind(asyncio.get_running_loop())
         st.events.bind(asyncio.get_running_loop())
-        tasks = [asyncio.create_task(_sweeper(st))]
-        if st.autoscaler is not None:
+        # Expired leases and retries, deadlines and retention: on the leading replica only.
+        st.loops.setdefault("sweep", _sweep_loop(cfg))
+        tasks = []
+        if st.autoscaler is not None and cfg.autoscale.launcher == "observe":
+            # Starts nothing, only publishes the desired-workers gauge: every replica
+            # keeps its own fresh, so a scaler reading any of them sees the same.
             loop = autoscale_loop(st.autoscaler, st.clock, cfg.autoscale.interval_s)
             tasks.append(asyncio.create_task(loop))
+        elif st.autoscaler is not None:  # it launches workers: one replica does
+            st.loops.setdefault("autoscale", _autoscale_loop(cfg))
+        st.leadership.replica = replica_name(cfg.leader.replica, cfg.server.port)
+        lock = leader_lock(st.jobs.engine, cfg.leader.lock_key)
+        tasks.append(asyncio.create_task(run_leader_loops(st, lock)))
         try:
             yield
         finally:
@@ -127,6 +153,7 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     app.include_router(videos.router)
     app.include_router(events.router)
     app.include_router(models.router)
+    app.include_router(usage.router)
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(internal.router)

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cinecloud.scheduler import parse_priority
+
 __all__ = [
     "DeletedVideo",
     "ErrorBody",
@@ -37,7 +39,8 @@ class VideoCreate(BaseModel):
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     # opt-in and lossy: "first_block" reuses late blocks on steps that change little
     step_cache: str | None = None
-    priority: int = Field(0, ge=-100, le=100)
+    # a class (high, normal, low) or a whole number from -100 to 100; higher runs first
+    priority: int = 0
     metadata: dict[str, str] | None = Field(None, max_length=16)
     # ranks to run on (1, 2, 4, ...); None: the scheduler decides
     parallel: int | None = None
@@ -51,6 +54,11 @@ class VideoCreate(BaseModel):
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
         raise ValueError(f"parallel must be a whole number (got {value!r})")
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority(cls, value: Any) -> int:
+        return parse_priority(value)
 
 
 class VideoError(BaseModel):
@@ -80,7 +88,9 @@ class VideoObject(BaseModel):
     timings: dict[str, float] | None = None
     engine: dict[str, str] | None = None  # device, dtype, offload, vae_tiling, memory_reason
     outputs: dict[str, str] | None = None
-    usage: dict[str, float] | None = None
+    usage: dict[str, float] | None = None  # gpu_seconds (times the GPUs held), dollars
+    gpu_type: str | None = None  # where a completed job ran, as its worker reported
+    deadline_at: int | None = None  # Cancel-After: fails unless started by then
     seed: int
     num_frames: int
     fps: int

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from cinecloud.api.loops import Leadership, Loop
 from cinecloud.config import Config
 from cinecloud.engine.registry import Registry
 from cinecloud.jobs import AccountStore, ApiKeyRecord, JobStore, WorkerStore
@@ -102,6 +103,10 @@ class AppState:
     key_cache: KeyCache = field(default_factory=KeyCache)
     # Service-time numbers per model family (scheduler/alpha.json).
     service: ServiceModels = field(default_factory=load_service_models)
+    # The background loops the leading replica runs (api.loops.add_loop), and whether
+    # this replica leads.
+    loops: dict[str, Loop] = field(default_factory=dict)
+    leadership: Leadership = field(default_factory=Leadership)
     # The autoscaler loop's state (autoscale.enabled); None when it is off.
     autoscaler: Autoscaler | None = None
 

@@ -88,7 +88,12 @@ def video_object(state: AppState, job: JobRecord, queue_position: int | None) ->
         # where and how it ran: device, dtype and the memory plan (offload, VAE tiling)
         "engine": job.engine,
         "outputs": _outputs(state, job),
-        "usage": {"gpu_seconds": job.gpu_seconds or 0.0},
+        "usage": {
+            "gpu_seconds": (job.gpu_seconds or 0.0) * (job.gpu_count or 1),
+            "dollars": job.cost_usd or 0.0,
+        },
+        "gpu_type": job.gpu_type,
+        "deadline_at": int(job.deadline_at) if job.deadline_at is not None else None,
         "seed": job.seed,
         "num_frames": p["num_frames"],
         "fps": p["fps"],

@@ -6,6 +6,7 @@ from cinecloud.jobs.lifecycle import TERMINAL, Action, InvalidTransition, JobSta
 from cinecloud.jobs.records import (
     ApiKeyRecord,
     ArtifactRecord,
+    Billing,
     EventRecord,
     JobRecord,
     LeaseLost,
@@ -24,6 +25,7 @@ __all__ = [
     "Action",
     "ApiKeyRecord",
     "ArtifactRecord",
+    "Billing",
     "EventRecord",
     "InvalidTransition",
     "JobRecord",

@@ -151,6 +151,24 @@ class WorkerStore:
             )
             return bool(res.rowcount)
 
+    def get(self, worker_id: str) -> WorkerRecord | None:
+        with read_tx(self.engine) as conn:
+            row = conn.execute(select(t.workers).where(t.workers.c.id == worker_id)).mappings()
+            found = row.first()
+        return WorkerRecord(**found) if found is not None else None
+
+    def note_loaded(self, worker_id: str, loaded: list[str]) -> None:
+        """Keep the models a worker holds now (its lease calls say) in its capabilities,
+        where other workers' leases look for who holds what."""
+        known = self.get(worker_id)
+        if known is None or known.capabilities.get("loaded") == loaded:
+            return  # the common case: nothing changed, nothing written
+        caps = {**known.capabilities, "loaded": loaded}
+        with write_tx(self.engine) as conn:
+            conn.execute(
+                update(t.workers).where(t.workers.c.id == worker_id).values(capabilities=caps)
+            )
+
     def active(self, within_s: float) -> list[WorkerRecord]:
         cutoff = self.clock() - within_s
         with read_tx(self.engine) as conn:

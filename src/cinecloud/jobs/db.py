@@ -15,7 +15,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 __all__ = ["make_engine", "migrate", "read_tx", "write_tx"]
@@ -98,9 +98,15 @@ def alembic_config(url: str) -> AlembicConfig:
     return cfg
 
 
+# Replicas that start together on one PostgreSQL database migrate one after the other.
+_MIGRATION_LOCK = 0x63696E656D6967  # "cinemig"
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent)."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

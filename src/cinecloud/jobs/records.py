@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
     "ApiKeyRecord",
     "ArtifactRecord",
+    "Billing",
     "EventRecord",
     "JobRecord",
     "LeaseLost",
@@ -130,6 +133,13 @@ class JobRecord:
     engine: dict[str, Any] | None = None
     request_hash: str | None = None
     parallel: int | None = None
+    deadline_at: float | None = None
+    work_s: float | None = None
+    gpu_type: str | None = None
+    gpu_count: int | None = None
+    spot: bool | None = None
+    cost_usd: float | None = None
+    billed_day: str | None = None
     artifacts: tuple[ArtifactRecord, ...] = field(default=())
 
     @classmethod
@@ -139,6 +149,22 @@ class JobRecord:
         names = cls.__dataclass_fields__.keys()
         values = {k: row[k] for k in names if k in row and k != "artifacts"}
         return cls(**values, artifacts=artifacts)
+
+
+@dataclass(frozen=True)
+class Billing:
+    """What a completed job is billed: the GPU type and count it ran on, whether the
+    worker was spot, and its price in dollars (from the price table at completion)."""
+
+    gpu_type: str
+    gpu_count: int
+    spot: bool
+    cost_usd: float
+
+    def columns(self, completed_at: float) -> dict[str, Any]:
+        """The job's bill columns; it is billed on the UTC day it completed."""
+        day = datetime.fromtimestamp(completed_at, UTC).date().isoformat()
+        return {**dataclasses.asdict(self), "billed_day": day}
 
 
 def request_hash(body: dict[str, Any]) -> str:
@@ -163,6 +189,8 @@ class NewJob:
         idempotency_key: str | None = None,
         request_hash: str | None = None,
         parallel: int | None = None,
+        deadline_at: float | None = None,
+        work_s: float | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.model = model
@@ -176,3 +204,5 @@ class NewJob:
         self.idempotency_key = idempotency_key
         self.request_hash = request_hash
         self.parallel = parallel
+        self.deadline_at = deadline_at
+        self.work_s = work_s

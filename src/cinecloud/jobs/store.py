@@ -16,9 +16,11 @@ from sqlalchemy.exc import IntegrityError
 
 from cinecloud.jobs import tables as t
 from cinecloud.jobs.db import read_tx, write_tx
+from cinecloud.jobs.heads import tenant_heads
 from cinecloud.jobs.lifecycle import EVENT_FOR, TERMINAL, Action, JobStatus, transition
 from cinecloud.jobs.records import (
     ArtifactRecord,
+    Billing,
     EventRecord,
     JobRecord,
     LeaseLost,
@@ -129,6 +131,8 @@ class JobStore:
                         seed=new.seed,
                         priority=new.priority,
                         parallel=new.parallel,
+                        deadline_at=new.deadline_at,
+                        work_s=new.work_s,
                         metadata=new.metadata,
                         idempotency_key=new.idempotency_key,
                         request_hash=new.request_hash,
@@ -286,28 +290,29 @@ class JobStore:
         width: int = 1,
         order: LeaseOrder | None = None,
         candidates: int = 32,
+        tenants: Sequence[str] = (),
+        per_tenant: int = 4,
     ) -> list[JobRecord]:
         """Claim up to ``max_jobs`` queued jobs for ``worker_id``, a worker of ``width`` ranks.
 
-        Only jobs that asked for no parallel degree or for ``width`` qualify. Without
-        ``order`` the first by priority then age are claimed; with it, up to
-        ``candidates`` jobs by priority and as many of the oldest are read and ``order``
-        picks among them. PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent workers
+        Only jobs that asked for no parallel degree or for ``width`` (and not past a
+        deadline) qualify. Without ``order`` the first by priority then age are claimed;
+        with it, up to ``candidates`` jobs by priority, as many of the oldest and
+        ``per_tenant`` of each of ``tenants`` (fair share's) are read and ``order`` picks
+        among them. PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent workers
         never block one another. SQLite: the whole claim is one ``BEGIN IMMEDIATE`` write.
         """
         if not models or max_jobs < 1:
             return []
         c = t.jobs.c
-        queued = (
-            select(t.jobs)
-            .where(
-                c.status == JobStatus.QUEUED.value,
-                c.model.in_(list(models)),
-                c.deleted_at.is_(None),
-                or_(c.parallel.is_(None), c.parallel == width),
-            )
-            .with_for_update(skip_locked=True)
+        waiting = select(t.jobs).where(
+            c.status == JobStatus.QUEUED.value,
+            c.model.in_(list(models)),
+            c.deleted_at.is_(None),
+            or_(c.parallel.is_(None), c.parallel == width),
+            or_(c.deadline_at.is_(None), c.deadline_at > self.clock()),
         )
+        queued = waiting.with_for_update(skip_locked=True)
         by_priority = queued.order_by(c.priority.desc(), c.created_at, c.id)
         leased: list[JobRecord] = []
         with write_tx(self.engine) as conn:
@@ -315,9 +320,13 @@ class JobStore:
             if order is None:
                 rows: list[Any] = list(conn.execute(by_priority.limit(max_jobs)).mappings())
             else:
-                found: dict[str, Any] = {}
-                for q in (by_priority, queued.order_by(c.created_at, c.id)):
-                    found.update((r["id"], r) for r in conn.execute(q.limit(candidates)).mappings())
+                top = conn.execute(by_priority.limit(candidates)).mappings()
+                found: dict[str, Any] = {r["id"]: r for r in top}
+                seen = {r["tenant_id"] for r in found.values()}  # with their heads among them
+                oldest = queued.order_by(c.created_at, c.id).limit(candidates)
+                found.update((r["id"], r) for r in conn.execute(oldest).mappings())
+                missing = [x for x in tenants if x not in seen]
+                found.update(tenant_heads(conn, waiting, missing, per_tenant))
                 ranked = order([JobRecord.from_row(r) for r in found.values()], now)
                 rows = [found[i] for i in ranked if i in found][:max_jobs]
             for row in rows:
@@ -408,8 +417,10 @@ class JobStore:
         timings: dict[str, float],
         gpu_seconds: float,
         engine: dict[str, Any],
+        billing: Billing | None = None,
     ) -> JobRecord:
-        """Mark the job completed. A repeat by the same lease returns the job again."""
+        """Mark the job completed, billed per ``billing`` on the UTC day it completes.
+        A repeat by the same lease returns the job again."""
         with write_tx(self.engine) as conn:
             row = self._job_row(conn, job_id)
             if (
@@ -454,6 +465,7 @@ class JobStore:
                     "engine": engine,
                     "lease_expires_at": None,
                     "eta_s": 0.0,
+                    **(billing.columns(now) if billing else {}),
                 },
                 {"timings": full},
             )

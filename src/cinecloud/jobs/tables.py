@@ -85,10 +85,23 @@ jobs = Table(
     Column("timings", JSON, nullable=True),
     Column("gpu_seconds", Float, nullable=True),
     Column("engine", JSON, nullable=True),
+    # scheduling: the Cancel-After deadline, and the work estimate fair share counts
+    Column("deadline_at", Float, nullable=True),
+    Column("work_s", Float, nullable=True),
+    # cost, recorded at completion: where it ran and what it cost
+    Column("gpu_type", String(100), nullable=True),
+    Column("gpu_count", Integer, nullable=True),
+    Column("spot", Boolean, nullable=True),
+    Column("cost_usd", Float, nullable=True),
+    Column("billed_day", String(10), nullable=True),
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
     Index("ix_jobs_queue", "status", "priority", "created_at"),
     Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
     Index("ix_jobs_lease_expiry", "status", "lease_expires_at"),
+    Index("ix_jobs_deadline", "status", "deadline_at"),
+    Index("ix_jobs_tenant_queue", "tenant_id", "status", "priority", "created_at"),
+    Index("ix_jobs_started", "started_at"),
+    Index("ix_jobs_billed", "billed_day", "tenant_id"),
 )
 
 job_events = Table(

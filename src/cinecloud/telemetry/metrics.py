@@ -70,6 +70,16 @@ class Metrics:
             buckets=_BUCKETS,
             registry=r,
         )
+        # 1 on the replica that runs the background loops (holds the leader lock)
+        self.leader = Gauge(
+            "cinecloud_leader", "1 if this replica runs the loops", ["replica"], registry=r
+        )
+        self.gpu_seconds = Counter(
+            "cinecloud_gpu_seconds", "GPU-seconds billed", ["gpu_type", "spot"], registry=r
+        )
+        self.dollars = Counter(
+            "cinecloud_cost_dollars", "Dollars billed", ["gpu_type", "spot"], registry=r
+        )
         # The autoscaler's last decision per pool: what a Kubernetes HPA/KEDA scaler or
         # another launcher reads to place workers (capacity: on_demand | spot).
         self.autoscaler_desired = Gauge(

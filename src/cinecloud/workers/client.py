@@ -274,7 +274,10 @@ class ControlPlaneClient:
         gpu_seconds: float,
         seed: int,
         engine: dict[str, str],
+        bill: dict[str, Any] | None = None,
     ) -> str:
+        """Report the job done. ``bill`` says where it ran (``gpu_type``, ``gpu_count``,
+        ``spot``) for its cost; the control plane otherwise uses the registration's."""
         body = {
             "lease_id": lease_id,
             "artifacts": [
@@ -291,6 +294,7 @@ class ControlPlaneClient:
             "gpu_seconds": gpu_seconds,
             "seed": seed,
             "engine": engine,
+            **(bill or {}),
         }
         return str(self._post(f"internal/v1/jobs/{job_id}/complete", body).get("status", ""))
 

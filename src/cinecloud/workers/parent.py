@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from cinecloud.config import Config
+from cinecloud.telemetry import gpu_type_of
 from cinecloud.workers.child import job_dir
 from cinecloud.workers.client import (
     ControlPlaneClient,
@@ -199,10 +200,18 @@ class Worker:
             "gpus": [asdict(g) for g in self._ready.gpus],
             "models": list(self._ready.models),
             "width": self._width(),
+            # for the bill: the GPU type it runs on and whether the machine is spot
+            "gpu_type": self._gpu_type(),
+            "spot": self._cfg.worker.spot,
             "hostname": hostname,
             "pid": os.getpid(),
         }
         return self._cfg.worker.name or f"{hostname}-{os.getpid()}", capabilities
+
+    def _gpu_type(self) -> str:
+        assert self._ready is not None
+        names = [g.name for g in self._ready.gpus]
+        return gpu_type_of(self._ready.device, names, self._cfg.worker.gpu_type)
 
     def _width(self) -> int:
         """The worker's ranks (``worker.parallel``): the scheduler places jobs by it."""
@@ -463,6 +472,11 @@ class Worker:
                 gpu_seconds=done.engine_s,
                 seed=done.seed,
                 engine={"device": done.device, "dtype": done.dtype, **done.engine},
+                bill={
+                    "gpu_type": self._gpu_type(),
+                    "gpu_count": self._width(),
+                    "spot": self._cfg.worker.spot,
+                },
             )
             log.info("job %s completed", job.job_id)
         except LeaseLost:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
@@ -19,8 +19,10 @@ State = Annotated[AppState, Depends(get_state)]
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz(state: State) -> dict[str, Any]:
+    """Alive; and which replica this is and whether it leads (runs the loops)."""
+    lead = state.leadership
+    return {"status": "ok", "replica": lead.replica, "leader": lead.leading}
 
 
 def _check(state: AppState) -> dict[str, str]:

@@ -16,12 +16,12 @@ from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.auth import WorkerAuth
 from cinecloud.api.errors import ApiError
+from cinecloud.api.scheduling import LeaseAsk, billing_for, placement
 from cinecloud.api.state import AppState, get_state
 from cinecloud.api.views import artifact_url
 from cinecloud.delivery import SignatureExpired, SignatureInvalid, sign, verify
 from cinecloud.delivery.prewarm import prewarm_plan, warm
-from cinecloud.jobs import ArtifactRecord, JobRecord, LeaseLost, LeaseOrder, NotFound
-from cinecloud.scheduler import PlacementPolicy, lease_order
+from cinecloud.jobs import ArtifactRecord, JobRecord, LeaseLost, NotFound
 from cinecloud.storage import InvalidKey, S3Store, blob_key, validate_content_type
 
 __all__ = ["router", "upload_router"]
@@ -56,6 +56,11 @@ class LeaseRequest(BaseModel):
     wait_s: float = Field(0.0, ge=0, le=60)
     # the worker's ranks: one video across this many GPUs (worker.parallel)
     width: int = Field(1, ge=1, le=1024)
+    # the models it holds in memory now (the rest of ``models`` it loads first);
+    # None: it holds them all
+    loaded: list[str] | None = Field(None, max_length=256)
+    # GPU memory free for more jobs in a batch (bytes); None: max_jobs alone bounds it
+    free_memory: float | None = Field(None, ge=0)
 
 
 class Events(BaseModel):
@@ -83,6 +88,10 @@ class Complete(BaseModel):
     gpu_seconds: float = Field(0.0, ge=0)
     seed: int | None = None
     engine: dict[str, Any] = {}
+    # where it ran, for the bill; unset: what the worker registered with
+    gpu_type: str | None = Field(None, max_length=100)
+    gpu_count: int | None = Field(None, ge=1, le=1024)
+    spot: bool | None = None
 
 
 class Fail(BaseModel):
@@ -140,22 +149,14 @@ async def heartbeat(worker_id: str, body: Heartbeat, state: State) -> dict[str, 
     return {"cancel": lost, "lease_ttl_s": ttl}
 
 
-def _placement(state: AppState, width: int) -> LeaseOrder:
-    """The scheduler's placement policy for a worker of ``width`` ranks."""
-    s = state.cfg.scheduler
-    policy = PlacementPolicy(aging_s=s.aging_s, max_parallel=s.max_parallel)
-
-    def family_of(model: str) -> str:
-        return state.registry.get(model).family if model in state.registry else model
-
-    return lease_order(width, policy, state.service, family_of)
-
-
 @router.post("/leases")
 async def lease(body: LeaseRequest, state: State) -> dict[str, Any]:
     q = state.cfg.queue
     deadline = state.clock() + min(body.wait_s, q.lease_long_poll_s)
-    order = _placement(state, body.width)
+    ask = LeaseAsk(
+        body.worker_id, body.models, body.width, body.max_jobs, body.loaded, body.free_memory
+    )
+    plan = await run_in_threadpool(placement, state, ask)
     while True:
         jobs = await run_in_threadpool(
             lambda: state.jobs.lease(
@@ -164,8 +165,10 @@ async def lease(body: LeaseRequest, state: State) -> dict[str, Any]:
                 ttl_s=q.lease_ttl_s,
                 max_jobs=body.max_jobs,
                 width=body.width,
-                order=order,
+                order=plan.order,
                 candidates=state.cfg.scheduler.candidates,
+                tenants=plan.tenants,
+                per_tenant=plan.per_tenant,
             )
         )
         remaining = deadline - state.clock()
@@ -314,6 +317,16 @@ async def complete(
             return {"status": "completed"}
         job = await run_in_threadpool(state.jobs.check_lease, job_id, body.lease_id)
         records = await run_in_threadpool(_verify_artifacts, state, job, body.artifacts)
+        bill = await run_in_threadpool(
+            lambda: billing_for(
+                state,
+                job,
+                body.gpu_seconds,
+                gpu_type=body.gpu_type,
+                gpu_count=body.gpu_count,
+                spot=body.spot,
+            )
+        )
         done = await run_in_threadpool(
             lambda: state.jobs.complete(
                 job_id,
@@ -322,6 +335,7 @@ async def complete(
                 timings=body.timings,
                 gpu_seconds=body.gpu_seconds,
                 engine=body.engine,
+                billing=bill,
             )
         )
     except NotFound:
@@ -330,6 +344,9 @@ async def complete(
         raise _lease_lost(exc) from None
     state.events.notify()
     state.metrics.completed.labels(model=done.model).inc()
+    spot = "true" if bill.spot else "false"
+    state.metrics.gpu_seconds.labels(bill.gpu_type, spot).inc(body.gpu_seconds * bill.gpu_count)
+    state.metrics.dollars.labels(bill.gpu_type, spot).inc(bill.cost_usd)
     state.metrics.observe_timings(done.model, done.timings or {})
     if state.cfg.delivery.prewarm:
         background.add_task(_prewarm, state, done)

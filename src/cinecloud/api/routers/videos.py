@@ -20,7 +20,13 @@ from cinecloud.api.views import ARTIFACT_FOR_VARIANT, artifact_url, video_object
 from cinecloud.engine.registry import ParamError, UnknownModel, resolve_params
 from cinecloud.jobs import InvalidTransition, JobRecord, NewJob, NotFound, ReusedIdempotencyKey
 from cinecloud.jobs import request_hash as hash_request
-from cinecloud.scheduler import InvalidParallel, check_parallel
+from cinecloud.scheduler import (
+    InvalidDeadline,
+    InvalidParallel,
+    JobShape,
+    check_parallel,
+    parse_cancel_after,
+)
 
 __all__ = ["router"]
 
@@ -94,8 +100,8 @@ async def _parse_create(request: Request, state: AppState) -> tuple[VideoCreate,
         err = exc.errors()[0]
         param = ".".join(str(p) for p in err["loc"]) or None
         code = "unknown_parameter" if err["type"] == "extra_forbidden" else "invalid_value"
-        if param == "parallel":
-            code = "invalid_parallel"
+        if param in ("parallel", "priority"):
+            code = f"invalid_{param}"
         raise ApiError(400, code, f"{param}: {err['msg']}", param) from None
 
 
@@ -163,6 +169,9 @@ def _new_job(state: AppState, caller_tenant: str, body: VideoCreate, idem: str |
     seconds = (
         str(body.seconds) if body.seconds is not None else f"{params.num_frames / params.fps:g}"
     )
+    shape = JobShape(
+        params.width, params.height, params.num_frames, params.steps, params.guidance_scale
+    )
     return NewJob(
         tenant_id=caller_tenant,
         model=spec.id,
@@ -176,7 +185,19 @@ def _new_job(state: AppState, caller_tenant: str, body: VideoCreate, idem: str |
         metadata=body.metadata,
         idempotency_key=idem,
         request_hash=hash_request(body.model_dump()) if idem else None,
+        # one-GPU seconds of work: what fair share charges the tenant when the job starts
+        work_s=state.service.work(spec.family, shape),
     )
+
+
+def _deadline(state: AppState, cancel_after: str | None) -> float | None:
+    """The absolute deadline a ``Cancel-After`` header names (docs/scheduling.md)."""
+    if cancel_after is None:
+        return None
+    try:
+        return parse_cancel_after(cancel_after, state.clock(), state.cfg.scheduler.max_deadline_s)
+    except InvalidDeadline as exc:
+        raise ApiError(400, "invalid_cancel_after", str(exc), "Cancel-After") from None
 
 
 async def _attach_image(state: AppState, new: NewJob, upload: UploadFile | None) -> None:
@@ -227,9 +248,11 @@ async def create_video(
     caller: Caller,
     state: State,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    cancel_after: Annotated[str | None, Header(max_length=100)] = None,
 ) -> JSONResponse:
     body, reference = await _parse_create(request, state)
     new = _new_job(state, caller.tenant_id, body, idempotency_key)
+    new.deadline_at = _deadline(state, cancel_after)
     await _attach_image(state, new, reference)
     try:
         job, created = await run_in_threadpool(state.jobs.create_job, new)
