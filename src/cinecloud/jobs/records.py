@@ -130,6 +130,9 @@ class JobRecord:
     engine: dict[str, Any] | None = None
     request_hash: str | None = None
     parallel: int | None = None
+    # the newest denoise checkpoint's blob key and the step it was taken after
+    checkpoint_key: str | None = None
+    checkpoint_step: int | None = None
     artifacts: tuple[ArtifactRecord, ...] = field(default=())
 
     @classmethod
