@@ -154,6 +154,11 @@ class WorkerConfig:
     parallel: str = ""
     # How long a collective between the ranks may wait before the job fails (retryable).
     parallel_timeout_s: float = 30.0
+    # Save the denoise state every this many steps (docs/checkpoints.md); 0 = never.
+    checkpoint_every: int = 5
+    # On SIGTERM (a spot notice): how long the job in hand may take to reach a step
+    # boundary, checkpoint and upload it before the engine is killed.
+    preempt_grace_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -275,6 +280,8 @@ class _Worker(BaseModel):
     runner_factory: str = ""
     parallel: str = ""
     parallel_timeout_s: float = Field(30.0, gt=0)
+    checkpoint_every: int = Field(5, ge=0)
+    preempt_grace_s: float = Field(60.0, gt=0)
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -391,5 +398,7 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             runner_factory=s.worker.runner_factory,
             parallel=s.worker.parallel,
             parallel_timeout_s=s.worker.parallel_timeout_s,
+            checkpoint_every=s.worker.checkpoint_every,
+            preempt_grace_s=s.worker.preempt_grace_s,
         ),
     )
