@@ -332,9 +332,7 @@ def test_child_crash_fails_retryable_and_respawns(launch: Launch, cp: FakeContro
     assert cp.wait_for(lambda: len(engine_children(launcher.pids[0])) == 1, timeout=10)
 
 
-def test_sigterm_gives_the_job_back_and_exits_cleanly(
-    launch: Launch, cp: FakeControlPlane
-) -> None:
+def test_sigterm_gives_the_job_back_and_exits_cleanly(launch: Launch, cp: FakeControlPlane) -> None:
     launcher, cfg = launch(SLOW)
     job_id = cp.submit({**PARAMS, "steps": 20})
     assert cp.wait_for(started(cp, job_id), timeout=30)

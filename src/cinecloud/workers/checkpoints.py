@@ -21,14 +21,29 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from cinecloud.workers.client import ControlPlaneClient, ControlPlaneError, LeaseLost, Unreachable
+from cinecloud.workers.client import (
+    ControlPlaneClient,
+    ControlPlaneError,
+    LeaseLost,
+    RetryPolicy,
+    Unreachable,
+)
 from cinecloud.workers.messages import Checkpoint, Message, RunJob
 
-__all__ = ["CONTENT_TYPE", "CheckpointUploads", "CheckpointWriter", "checkpoint_name"]
+__all__ = [
+    "CHECKPOINT_RETRY",
+    "CONTENT_TYPE",
+    "CheckpointUploads",
+    "CheckpointWriter",
+    "checkpoint_name",
+]
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/octet-stream"
+#: Checkpoints are best-effort, and a stopping worker must not wait long on a control
+#: plane that is gone: each of their calls gives up sooner than the others.
+CHECKPOINT_RETRY = RetryPolicy(deadline_s=10.0, first_delay_s=0.1, max_delay_s=1.0)
 
 
 def checkpoint_name(step: int) -> str:
@@ -72,7 +87,8 @@ class CheckpointWriter:
 
 
 class CheckpointUploads:
-    """In the worker parent: uploads the child's checkpoints and records them."""
+    """In the worker parent: uploads the child's checkpoints and records them, over a
+    client of its own (made with :data:`CHECKPOINT_RETRY`; closed by :meth:`close`)."""
 
     def __init__(self, client: ControlPlaneClient) -> None:
         self._client = client
@@ -113,6 +129,7 @@ class CheckpointUploads:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._client.close()
 
     def _moot(self, job_id: str, step: int) -> bool:
         with self._lock:

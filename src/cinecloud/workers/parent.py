@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from cinecloud.config import Config
-from cinecloud.workers.checkpoints import CheckpointUploads
+from cinecloud.workers.checkpoints import CHECKPOINT_RETRY, CheckpointUploads
 from cinecloud.workers.child import job_dir
 from cinecloud.workers.client import (
     ControlPlaneClient,
@@ -158,7 +158,9 @@ class Worker:
         self._hb_wake = threading.Event()
         self._hb_done = threading.Event()
         self._uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="cinecloud-upload")
-        self._checkpoints = CheckpointUploads(self._client)
+        self._checkpoints = CheckpointUploads(
+            ControlPlaneClient(cfg.worker.server_url, cfg.worker.token, retry=CHECKPOINT_RETRY)
+        )
 
     def run(self) -> int:
         """Serve until ``stop`` is set (0) or the engine cannot start (1)."""
