@@ -223,6 +223,11 @@ class WorkerConfig:
     # Billing: a spot (preemptible) machine, and its GPU type when not the device's name.
     spot: bool = False
     gpu_type: str = ""
+    # Save the denoise state every this many steps (docs/checkpoints.md); 0 = never.
+    checkpoint_every: int = 5
+    # On SIGTERM (a spot notice): how long the job in hand may take to reach a step
+    # boundary, checkpoint and upload it before the engine is killed.
+    preempt_grace_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -389,6 +394,8 @@ class _Worker(BaseModel):
     parallel_timeout_s: float = Field(30.0, gt=0)
     spot: bool = False
     gpu_type: str = Field("", max_length=100)
+    checkpoint_every: int = Field(5, ge=0)
+    preempt_grace_s: float = Field(60.0, gt=0)
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -517,6 +524,8 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             parallel_timeout_s=s.worker.parallel_timeout_s,
             spot=s.worker.spot,
             gpu_type=s.worker.gpu_type,
+            checkpoint_every=s.worker.checkpoint_every,
+            preempt_grace_s=s.worker.preempt_grace_s,
         ),
     )
 

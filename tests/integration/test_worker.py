@@ -332,7 +332,7 @@ def test_child_crash_fails_retryable_and_respawns(launch: Launch, cp: FakeContro
     assert cp.wait_for(lambda: len(engine_children(launcher.pids[0])) == 1, timeout=10)
 
 
-def test_sigterm_gives_up_the_job_and_exits_cleanly(launch: Launch, cp: FakeControlPlane) -> None:
+def test_sigterm_gives_the_job_back_and_exits_cleanly(launch: Launch, cp: FakeControlPlane) -> None:
     launcher, cfg = launch(SLOW)
     job_id = cp.submit({**PARAMS, "steps": 20})
     assert cp.wait_for(started(cp, job_id), timeout=30)
@@ -344,7 +344,10 @@ def test_sigterm_gives_up_the_job_and_exits_cleanly(launch: Launch, cp: FakeCont
     assert cp.wait_for(lambda: not any(pid_alive(pid) for pid in kids), timeout=2.0), kids
     assert launcher.alive() == 0
     assert_dropped(cp, job_id, cfg.worker.work_dir)
-    assert cp.job(job_id).status == "in_progress"  # left to lease expiry, then re-queued
+    # a preemption: the lease is given back at once and the attempt does not count
+    job = cp.job(job_id)
+    assert (job.status, job.attempt, job.failures) == ("queued", 0, [])
+    assert [r["reason"] for r in job.releases] == ["preempted"]
 
 
 def test_render_runs_in_its_own_process(launch: Launch, cp: FakeControlPlane) -> None:

@@ -15,11 +15,13 @@ import pytest
 from cinecloud.workers.client import ControlPlaneClient, LeaseLost, RetryPolicy, Unreachable
 from cinecloud.workers.messages import (
     Cancel,
+    Checkpoint,
     Done,
     Failed,
     GpuInfo,
     Message,
     OutputFile,
+    Preempt,
     Progress,
     Ready,
     Render,
@@ -49,6 +51,8 @@ PARAMS = {
 MESSAGES: list[Message] = [
     RunJob("video_1", "lse_1", "cinecloud/tiny-wan", PARAMS, attempt=2, queued_at=1.7e9),
     Cancel("video_1"),
+    Preempt(),
+    Checkpoint("video_1", 5, 24, "/w/video_1/checkpoints/step-000005.ckpt"),
     Shutdown(),
     Ready(("cinecloud/tiny-wan",), 1.25, "cuda", (GpuInfo("H100", 85_000, 80_000),)),
     Progress("video_1", "denoise", 3, 4, 0.6),

@@ -15,7 +15,16 @@ from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.errors import install_error_handlers
 from cinecloud.api.loops import Loop, replica_name, run_leader_loops
-from cinecloud.api.routers import admin, events, health, internal, models, usage, videos
+from cinecloud.api.routers import (
+    admin,
+    checkpoints,
+    events,
+    health,
+    internal,
+    models,
+    usage,
+    videos,
+)
 from cinecloud.api.state import AppState
 from cinecloud.config import Config
 from cinecloud.delivery import create_origin_router
@@ -158,5 +167,6 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(internal.router)
     app.include_router(internal.upload_router)
+    app.include_router(checkpoints.router)
     app.include_router(create_origin_router(st.store, secret=cfg.delivery.secret, clock=st.clock))
     return app

@@ -38,6 +38,7 @@ from cinecloud.engine.speed import (
 )
 
 if TYPE_CHECKING:
+    from cinecloud.engine.checkpoint import DenoiseCheckpoints
     from cinecloud.engine.parallel.ranks import RankGroup
 
 __all__ = [
@@ -57,9 +58,12 @@ DTYPES = ("float32", "bfloat16", "float16")
 @dataclass(frozen=True)
 class StepInfo:
     stage: str  # "denoise"
-    step: int  # 0 before the first step, then 1..total_steps
+    step: int  # 0 (or the step a resumed run starts after) before the first step, then on
     total_steps: int
     elapsed_s: float  # since the denoise stage began
+    # After a step the loop can be saved: this returns its checkpoint bytes
+    # (engine.checkpoint); None where it cannot (before the first step run here).
+    checkpoint: Callable[[], bytes] | None = None
 
 
 @dataclass
@@ -390,11 +394,17 @@ class Runner:
         on_step: Callable[[StepInfo], None],
         should_cancel: Callable[[], bool],
     ) -> RunResult:
-        """Generate one video. Raises :class:`Cancelled` between steps when asked to stop."""
+        """Generate one video. Raises :class:`Cancelled` between steps when asked to stop.
+
+        With ``params.checkpoint_path`` the denoise resumes after the checkpoint's step
+        (a :class:`~cinecloud.engine.checkpoint.CheckpointError` if it does not fit)."""
+        from cinecloud.engine.checkpoint import attach_checkpoints
+
         family = self._family
         if family is None or self.device is None or self.dtype is None:
             raise RuntimeError(f"runner for {self.spec.id} is not loaded; call load() first")
         validate_params(self.spec, params)
+        checkpoints = self._checkpoints(params)
         assert self.plan is not None
         # Offload is fixed at load; tiling follows this video's size.
         tiling = self._plan(
@@ -414,12 +424,16 @@ class Runner:
         start = clock()
 
         def step(k: int) -> None:
-            on_step(StepInfo("denoise", k, total, clock() - start))
+            snapshot = checkpoints.snapshot if checkpoints.available(k) else None
+            on_step(StepInfo("denoise", k, total, clock() - start, snapshot))
             if should_cancel():
                 raise Cancelled(k, total)
 
-        step(0)
-        with step_cache(family.denoiser(), params.step_cache, self._cache_threshold) as cached:
+        step(checkpoints.start)
+        with (
+            step_cache(family.denoiser(), params.step_cache, self._cache_threshold) as cached,
+            attach_checkpoints(family, checkpoints),
+        ):
             latents = family.denoise(encoded, params, on_step=step)
         timings["denoise"] = clock() - start
 
@@ -440,5 +454,12 @@ class Runner:
             seed=params.seed,
             device=self.device,
             dtype=self.dtype,
-            engine={**plan.record(), **self.tuning, "step_cache": cached},
+            engine={**plan.record(), **self.tuning, "step_cache": cached, **checkpoints.record()},
         )
+
+    def _checkpoints(self, params: GenerationParams) -> DenoiseCheckpoints:
+        """This run's checkpoint hooks, resuming from ``params.checkpoint_path`` if set."""
+        from cinecloud.engine.checkpoint import DenoiseCheckpoints, fingerprint, load_checkpoint
+
+        resume = load_checkpoint(params.checkpoint_path) if params.checkpoint_path else None
+        return DenoiseCheckpoints(fingerprint(self.spec.family, params), params.steps, resume)

@@ -106,3 +106,5 @@ class GenerationParams:
     seed: int
     image_path: str | None = None  # local file of the conditioning image (image-to-video)
     step_cache: str = "off"  # a key of STEP_CACHES: an opt-in, lossy step cache
+    # local file of a denoise checkpoint to resume from (engine.checkpoint); set by the worker
+    checkpoint_path: str | None = None

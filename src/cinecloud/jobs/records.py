@@ -140,6 +140,9 @@ class JobRecord:
     spot: bool | None = None
     cost_usd: float | None = None
     billed_day: str | None = None
+    # the newest denoise checkpoint's blob key and the step it was taken after
+    checkpoint_key: str | None = None
+    checkpoint_step: int | None = None
     artifacts: tuple[ArtifactRecord, ...] = field(default=())
 
     @classmethod

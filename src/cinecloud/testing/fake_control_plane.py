@@ -26,7 +26,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 
 __all__ = ["FakeControlPlane", "FakeJob"]
 
@@ -47,6 +47,9 @@ class FakeJob:
     result: dict[str, Any] | None = None
     leased_at: float | None = None  # the clock at the last lease
     completed_at: float | None = None
+    # the newest checkpoint call's body (with the lease that made it), and the releases
+    checkpoint: dict[str, Any] | None = None
+    releases: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _ApiError(Exception):
@@ -258,6 +261,37 @@ class FakeControlPlane:
             self._cond.notify_all()
         return {"status": job.status}
 
+    def checkpoint(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        with self._cond:
+            job = self._held(job_id, body.get("lease_id"))
+            if not str(body.get("key", "")).startswith(f"t/{_TENANT}/v/{job_id}/checkpoints/"):
+                raise _ApiError(400, "invalid_checkpoint", f"bad key {body.get('key')!r}")
+            self._verify(body)
+            last = job.checkpoint
+            if last is None or last["lease_id"] != body["lease_id"] or last["step"] < body["step"]:
+                job.checkpoint = last = dict(body)  # else a repeat, or an older one come late
+            self._cond.notify_all()
+            return {"step": last["step"], "key": last["key"]}
+
+    def release(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        with self._cond:
+            job = self.jobs.get(job_id)
+            last = job.releases[-1] if job is not None and job.releases else {}
+            if job is not None and last.get("lease_id") == body.get("lease_id"):
+                return {"status": job.status}  # a retried call
+            job = self._held(job_id, body.get("lease_id"))
+            job.releases.append(dict(body))
+            job.status, job.lease_id = "queued", None
+            job.attempt -= 1  # a preemption is not a failed attempt
+            self._cond.notify_all()
+        return {"status": "queued"}
+
+    def get_blob(self, key: str) -> FileResponse:
+        path = self.blob_dir / key
+        if ".." in key.split("/") or not path.is_file():
+            raise _ApiError(404, "not_found", f"no blob {key!r}")
+        return FileResponse(path)
+
     # ---------------------------------------------------------- helpers (lock held)
 
     def _holds(self, job: FakeJob, lease_id: Any) -> bool:
@@ -282,12 +316,16 @@ class FakeControlPlane:
         job.lease_id = f"lse_{next(self._ids):04d}"
         job.lease_expires = self._clock() + self.lease_ttl_s
         job.leased_at = self._clock()
+        inputs = {}
+        if job.checkpoint is not None:  # the next lease resumes from it
+            inputs["checkpoint"] = f"{self.url}/internal/v1/blobs/{job.checkpoint['key']}"
         return {
             "job_id": job.job_id,
             "lease_id": job.lease_id,
             "attempt": job.attempt,
             "model": job.model,
             "params": job.params,
+            "inputs": inputs,
             "lease_ttl_s": self.lease_ttl_s,
             "queued_at": time.time(),
         }
@@ -323,5 +361,8 @@ def build_app(cp: FakeControlPlane) -> FastAPI:
     app.post(f"{base}/jobs/{{job_id}}/uploads", dependencies=guarded)(cp.uploads)
     app.post(f"{base}/jobs/{{job_id}}/complete", dependencies=guarded)(cp.complete)
     app.post(f"{base}/jobs/{{job_id}}/fail", dependencies=guarded)(cp.fail)
+    app.post(f"{base}/jobs/{{job_id}}/checkpoint", dependencies=guarded)(cp.checkpoint)
+    app.post(f"{base}/jobs/{{job_id}}/release", dependencies=guarded)(cp.release)
     app.put(f"{base}/blobs/{{key:path}}")(cp.put_blob)
+    app.get(f"{base}/blobs/{{key:path}}")(cp.get_blob)
     return app

@@ -9,7 +9,9 @@ meanwhile takes the next :class:`RunJob`, so rendering one job overlaps denoisin
 next, and the render cannot slow the engine's own process down. Between
 steps it looks for :class:`Cancel` (or :class:`Shutdown`) on its pipe and stops the
 run. It also stops when the parent process is gone, so a killed worker never leaves a
-child holding a GPU.
+child holding a GPU. Every ``worker.checkpoint_every`` denoise steps it saves the job's
+denoise state (:mod:`cinecloud.workers.checkpoints`); on :class:`Preempt` it saves it at
+the next step boundary, stops the job and starts no other.
 
 Everything on the pipe is a plain dict from :mod:`cinecloud.workers.messages`.
 
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cinecloud.config import Config
+from cinecloud.workers.checkpoints import CheckpointWriter
 from cinecloud.workers.messages import (
     Cancel,
     Done,
@@ -44,6 +47,7 @@ from cinecloud.workers.messages import (
     FailureCode,
     GpuInfo,
     Message,
+    Preempt,
     Progress,
     Ready,
     Render,
@@ -230,6 +234,8 @@ class _Child:
         self._current: str | None = None
         self._cancel = False
         self.shutdown = False
+        self.preempting = False  # a Preempt came: stop the job in hand, start no other
+        self._checkpoints = CheckpointWriter(cfg.worker.checkpoint_every, self.send)
         self._send_lock = threading.Lock()
         # One render at a time, in job order: Done messages leave in the order jobs ran.
         self._renderer = RenderProcess(self._on_rendered)
@@ -281,6 +287,8 @@ class _Child:
                 break
             if isinstance(msg, Shutdown):
                 self._cancel = self.shutdown = True
+            elif isinstance(msg, Preempt):
+                self._cancel = self.preempting = True
             elif isinstance(msg, Cancel):
                 self._cancel = self._cancel or msg.job_id == self._current
             else:
@@ -292,6 +300,8 @@ class _Child:
     def run_job(self, job: RunJob) -> Done | Failed | None:
         """Run ``job`` on the engine; its render goes on the render thread, which reports
         (None here). A job that ends before rendering returns its Failed."""
+        if self.preempting:
+            return _failed(job, FailureCode.PREEMPTED, "the worker is being preempted")
         self._current, self._cancel = job.job_id, False
         try:
             return self._run(job)
@@ -303,11 +313,17 @@ class _Child:
                 failed = _failed(job, FailureCode.WORKER_CRASHED, message, retryable=True)
                 return dataclasses.replace(failed, engine_exits=True)
             if self._cancel:
-                return _failed(job, FailureCode.CANCELED, "canceled")
+                return self._stopped(job)
             log.exception("job %s failed", job.job_id)
             return _failed(job, *_classify(exc))
         finally:
             self._current = None
+
+    def _stopped(self, job: RunJob) -> Failed:
+        """The acknowledgement of a stop: a Cancel's, or a Preempt's."""
+        if self.preempting:
+            return _failed(job, FailureCode.PREEMPTED, "preempted")
+        return _failed(job, FailureCode.CANCELED, "canceled")
 
     def _lost_rank(self, exc: Exception) -> bool:
         """Whether ``exc`` leaves the ranks out of step: a rank died, or anything but a
@@ -352,6 +368,8 @@ class _Child:
             self.send(
                 Progress(job.job_id, info.stage, info.step, info.total_steps, info.elapsed_s, at)
             )
+            self.should_cancel()  # a Preempt waiting on the pipe is seen at this boundary
+            self._checkpoints.after_step(job.job_id, out_dir, info, self.preempting)
 
         if self.link is not None:
             self.link.run(job)  # the other ranks run it alongside
@@ -359,7 +377,7 @@ class _Child:
         result = loaded.runner.run(params, on_step, self.engine_cancel)
         engine_s = self._clock() - started
         if self.should_cancel():
-            return _failed(job, FailureCode.CANCELED, "canceled")
+            return self._stopped(job)
         # The engine is free: "render" tells the parent so; the next job runs on the engine
         # while the render process encodes this one.
         self.send(Progress(job.job_id, "render", 0, 1, 0.0, self._wall()))
@@ -398,6 +416,8 @@ def _failed(job: RunJob, code: str, message: str, retryable: bool = False) -> Fa
 def _classify(exc: Exception) -> tuple[str, str, bool]:
     """(code, message, retryable) for an engine exception."""
     message = f"{type(exc).__name__}: {exc}"
+    if type(exc).__name__ == "CheckpointError":  # engine.checkpoint, without importing torch
+        return FailureCode.CHECKPOINT_INVALID, message, True
     if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without torch
         return FailureCode.OUT_OF_MEMORY, message, True
     return FailureCode.ENGINE_ERROR, message, False
@@ -414,8 +434,10 @@ def _parent_alive() -> bool:
 def child_main(cfg: Config, conn: Connection, log_level: int = logging.INFO) -> None:
     """Target of the spawned child process."""
     logging.basicConfig(level=log_level, format="%(asctime)s child %(levelname)s %(message)s")
-    # Ctrl-C reaches the whole process group; the parent decides how to stop.
+    # Ctrl-C (or a SIGTERM to the process group, a spot notice) reaches this process
+    # too; the parent decides how to stop (a preemption checkpoints first).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     child = _Child(cfg, conn, followers=_followers(cfg, log_level))
     try:
         child.send(child.load())
@@ -441,7 +463,9 @@ def _serve(child: _Child) -> None:
         msg = child.next_message()
         if isinstance(msg, Shutdown):
             break
-        if isinstance(msg, RunJob):
+        if isinstance(msg, Preempt):
+            child.preempting = True
+        elif isinstance(msg, RunJob):
             ended = child.run_job(msg)
             if ended is not None:
                 child.send(ended)

@@ -302,6 +302,27 @@ class ControlPlaneClient:
         body = {"lease_id": lease_id, "code": code, "message": message, "retryable": retryable}
         return str(self._post(f"internal/v1/jobs/{job_id}/fail", body).get("status", ""))
 
+    def checkpoint(
+        self, job_id: str, lease_id: str, step: int, total_steps: int, stored: Artifact
+    ) -> int:
+        """Point the job at its checkpoint ``stored`` (uploaded like an artifact), taken
+        after ``step``; returns the step of the job's newest checkpoint."""
+        body = {
+            "lease_id": lease_id,
+            "step": step,
+            "total_steps": total_steps,
+            "key": stored.key,
+            "sha256": stored.sha256,
+            "size": stored.size,
+        }
+        data = self._post(f"internal/v1/jobs/{job_id}/checkpoint", body)
+        return int(data.get("step", step))
+
+    def release(self, job_id: str, lease_id: str, reason: str) -> str:
+        """Give the lease back: the job is queued again, and the attempt does not count."""
+        body = {"lease_id": lease_id, "reason": reason}
+        return str(self._post(f"internal/v1/jobs/{job_id}/release", body).get("status", ""))
+
     # ------------------------------------------------------------ plumbing
 
     def _post(

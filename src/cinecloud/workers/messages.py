@@ -4,8 +4,8 @@ Each message is a small frozen record named by intent. Across the process
 boundary it travels as a plain dict (``to_dict``) with a ``"type"`` key, and
 is rebuilt with ``from_dict``; nothing else is pickled.
 
-Parent to child: ``RunJob``, ``Cancel``, ``Shutdown``.
-Child to parent: ``Ready``, ``Progress``, ``Done``, ``Failed``.
+Parent to child: ``RunJob``, ``Cancel``, ``Preempt``, ``Shutdown``.
+Child to parent: ``Ready``, ``Progress``, ``Checkpoint``, ``Done``, ``Failed``.
 Child to its render process: ``Render``, ``Shutdown``; back: ``Rendered``, ``Failed``.
 """
 
@@ -17,12 +17,14 @@ from typing import Any, TypeAlias
 
 __all__ = [
     "Cancel",
+    "Checkpoint",
     "Done",
     "Failed",
     "FailureCode",
     "GpuInfo",
     "Message",
     "OutputFile",
+    "Preempt",
     "Progress",
     "Ready",
     "Render",
@@ -47,8 +49,12 @@ class FailureCode:
     UPLOAD_FAILED = "upload_failed"
     INPUT_UNAVAILABLE = "input_unavailable"
     WORKER_CRASHED = "worker_crashed"
+    # The job's checkpoint cannot resume it: the control plane forgets the checkpoint.
+    CHECKPOINT_INVALID = "checkpoint_invalid"
     # Never sent to the control plane: the child's acknowledgement of a Cancel.
     CANCELED = "canceled"
+    # Never sent either: the child stopped the job for a Preempt (the lease is released).
+    PREEMPTED = "preempted"
 
 
 class UnknownMessage(ValueError):
@@ -75,6 +81,12 @@ class Cancel:
     """Stop ``job_id`` at the next step boundary."""
 
     job_id: str
+
+
+@dataclass(frozen=True)
+class Preempt:
+    """The worker is going away: stop the job in hand at the next step boundary, with a
+    checkpoint if it is denoising, and start no other job."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,17 @@ class Progress:
     total_steps: int
     elapsed_s: float = 0.0
     at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """``job_id``'s denoise state after ``step`` of ``total_steps`` is saved at ``path``
+    (in the job's directory), ready to upload."""
+
+    job_id: str
+    step: int
+    total_steps: int
+    path: str
 
 
 @dataclass(frozen=True)
@@ -170,15 +193,27 @@ class Rendered:
 
 
 Message: TypeAlias = (
-    RunJob | Cancel | Shutdown | Ready | Progress | Done | Failed | Render | Rendered
+    RunJob
+    | Cancel
+    | Preempt
+    | Shutdown
+    | Ready
+    | Progress
+    | Checkpoint
+    | Done
+    | Failed
+    | Render
+    | Rendered
 )
 
 _TYPES: dict[str, type[Message]] = {
     "run_job": RunJob,
     "cancel": Cancel,
+    "preempt": Preempt,
     "shutdown": Shutdown,
     "ready": Ready,
     "progress": Progress,
+    "checkpoint": Checkpoint,
     "done": Done,
     "failed": Failed,
     "render": Render,

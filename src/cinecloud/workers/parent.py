@@ -13,6 +13,11 @@ and sends it; the child starts it the moment the engine is free, so the GPU deno
 job n+1 while job n renders in the child's render process and uploads here. At most two
 jobs are held: the one being finished and the next, already on the engine.
 
+Preemption: SIGTERM (a spot notice) stops the worker. The child saves the job in hand at
+its next step boundary and stops; the parent uploads that checkpoint, gives the lease
+back (the job is queued again, no attempt counted) and exits with 0. The child's periodic
+checkpoints go up as they come (:mod:`cinecloud.workers.checkpoints`).
+
 ``gpu_seconds`` reported on completion is the wall time of the engine run
 (text encode, denoise and decode; not model load, render or upload). It is
 counted the same way when the engine runs on the CPU, so CPU time is billed
@@ -39,6 +44,7 @@ from typing import Any
 
 from cinecloud.config import Config
 from cinecloud.telemetry import gpu_type_of
+from cinecloud.workers.checkpoints import CHECKPOINT_RETRY, CheckpointUploads
 from cinecloud.workers.child import job_dir
 from cinecloud.workers.client import (
     ControlPlaneClient,
@@ -51,9 +57,11 @@ from cinecloud.workers.delivery import UPLOAD_THREADS, upload_files
 from cinecloud.workers.handle import ChildExited, ChildProcess
 from cinecloud.workers.messages import (
     Cancel,
+    Checkpoint,
     Done,
     Failed,
     FailureCode,
+    Preempt,
     Progress,
     Ready,
     RunJob,
@@ -84,6 +92,9 @@ BUSY_POLL_S = 0.3
 _CHILD_POLL_S = 0.05
 _RETRY_PAUSE_S = 1.0
 _EVENTS_PAUSE_S = 5.0
+_STOPPING = "worker stopping"
+# The child's acknowledgements of a stop (never reported with ``fail``).
+_STOP_CODES = (FailureCode.CANCELED, FailureCode.PREEMPTED)
 
 # ---------------------------------------------------------------- the worker
 
@@ -148,6 +159,9 @@ class Worker:
         self._hb_wake = threading.Event()
         self._hb_done = threading.Event()
         self._uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="cinecloud-upload")
+        self._checkpoints = CheckpointUploads(
+            ControlPlaneClient(cfg.worker.server_url, cfg.worker.token, retry=CHECKPOINT_RETRY)
+        )
 
     def run(self) -> int:
         """Serve until ``stop`` is set (0) or the engine cannot start (1)."""
@@ -166,6 +180,7 @@ class Worker:
             if self._child is not None:
                 self._child.stop(timeout=self._cfg.worker.cancel_grace_s)
             self._uploads.shutdown(wait=True)
+            self._checkpoints.close()
             self._client.close()
             log.info("worker stopped")
 
@@ -255,15 +270,15 @@ class Worker:
                 continue
             for job in jobs:
                 if self._stop.is_set():
-                    log.info("stopping: job %s goes back to the queue on lease expiry", job.job_id)
+                    self._checkpoints.release(job, _STOPPING)
                     continue
                 self._run_job(job)
             while self._next is not None and not self._stop.is_set():
                 ahead, self._next = self._next, None
                 self._run_active(ahead)
-        if self._next is not None:
-            left = self._next.job.job_id
-            log.info("stopping: job %s goes back to the queue on lease expiry", left)
+        if self._next is not None:  # leased ahead: the child stops it too, then it is given back
+            ahead, self._next = self._next, None
+            self._run_active(ahead)
         return 0
 
     def _ensure_child(self) -> bool:
@@ -304,13 +319,21 @@ class Worker:
         replace_child = False
         try:
             result, replace_child = self._execute(active)
+            # Its checkpoints go up first, unless it is done or canceled: a retry or the
+            # next lease resumes from them.
+            keep = not isinstance(result, Done) and active.reason in ("", _STOPPING)
+            self._checkpoints.settle(job.job_id, keep=keep)
             if isinstance(result, Done):
                 self._deliver(active, result, model_load)
             elif isinstance(result, Failed):
                 self._report_failure(job, result)
             else:
                 log.info("job %s stopped: %s", job.job_id, active.reason or "canceled")
+            stopping = self._stop.is_set() and active.reason in ("", _STOPPING)
+            if stopping and not isinstance(result, Failed):  # not finished here: give it back
+                self._checkpoints.release(job, "preempted")
         finally:
+            self._checkpoints.settle(job.job_id, keep=False)
             self._set_active(None)
             shutil.rmtree(active.dir, ignore_errors=True)
         if replace_child and self._child is not None:
@@ -381,15 +404,13 @@ class Worker:
         early = self._early.pop(job_id, None)
         if early is not None:  # it ended while the job before it was finishing
             stopped = active.cancel.is_set() or (
-                isinstance(early, Failed) and early.code == FailureCode.CANCELED
+                isinstance(early, Failed) and early.code in _STOP_CODES
             )
             return (None if stopped else early), False
         deadline: float | None = None
         while True:
             if deadline is None and (active.cancel.is_set() or self._stop.is_set()):
-                active.request_cancel("worker stopping")
-                child.send(Cancel(job_id))
-                deadline = self._clock() + self._cfg.worker.cancel_grace_s
+                deadline = self._stop_job(active)
             elif deadline is not None and self._clock() >= deadline:
                 log.warning("engine did not stop job %s in time; killing it", job_id)
                 child.kill()
@@ -402,7 +423,11 @@ class Worker:
                 log.error("job %s: %s", job_id, exc)
                 crash = Failed(job_id, FailureCode.WORKER_CRASHED, str(exc), retryable=True)
                 return crash, True
-            if isinstance(msg, Progress) and deadline is None and msg.job_id == job_id:
+            if isinstance(msg, Checkpoint):
+                owner = active if msg.job_id == job_id else self._next
+                if owner is not None and owner.job.job_id == msg.job_id:
+                    self._checkpoints.submit(owner.job, msg)
+            elif isinstance(msg, Progress) and deadline is None and msg.job_id == job_id:
                 self._forward(active, msg)
                 if _engine_nearly_done(msg):
                     active.engine_done = True
@@ -412,13 +437,25 @@ class Worker:
                 self._next.engine_done |= _engine_nearly_done(msg)
             elif isinstance(msg, Done | Failed) and msg.job_id == job_id:
                 stopped = active.cancel.is_set() or (
-                    isinstance(msg, Failed) and msg.code == FailureCode.CANCELED
+                    isinstance(msg, Failed) and msg.code in _STOP_CODES
                 )
                 # A parallel engine that lost a rank reports it, then is replaced.
                 lost = isinstance(msg, Failed) and msg.engine_exits
                 return (None if stopped else msg), lost
             elif isinstance(msg, Done | Failed) and self._is_next(msg.job_id):
                 self._early[msg.job_id] = msg
+
+    def _stop_job(self, active: _ActiveJob) -> float:
+        """Tell the child to stop ``active``: a Cancel when it is canceled (or its lease
+        is lost), a Preempt when the worker stops. Returns by when it must have stopped."""
+        assert self._child is not None
+        worker = self._cfg.worker
+        if active.cancel.is_set():
+            self._child.send(Cancel(active.job.job_id))
+            return self._clock() + worker.cancel_grace_s
+        active.request_cancel(_STOPPING)
+        self._child.send(Preempt())
+        return self._clock() + worker.preempt_grace_s
 
     def _forward(self, active: _ActiveJob, msg: Progress) -> None:
         """Send the child's progress on as an event, as often as the job's throttle allows."""

@@ -1,5 +1,6 @@
 """The worker protocol (docs/worker-protocol.md): register, heartbeat, lease,
-events, uploads, complete, fail. Every call is safe to retry."""
+events, uploads, complete, fail (``checkpoint`` and ``release`` are in
+:mod:`cinecloud.api.routers.checkpoints`). Every call is safe to retry."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.auth import WorkerAuth
 from cinecloud.api.errors import ApiError
+from cinecloud.api.routers.checkpoints import CHECKPOINT_INVALID, checkpoint_inputs, drop_checkpoint
 from cinecloud.api.scheduling import LeaseAsk, billing_for, placement
 from cinecloud.api.state import AppState, get_state
 from cinecloud.api.views import artifact_url
@@ -110,6 +112,7 @@ def _run_job(state: AppState, job: JobRecord) -> dict[str, Any]:
     inputs = {}
     if "input_image" in params:
         inputs["image"] = artifact_url(state, params.pop("input_image"))
+    inputs.update(checkpoint_inputs(state, job))  # resume from its newest checkpoint
     return {
         "job_id": job.id,
         "lease_id": job.lease_id,
@@ -342,6 +345,7 @@ async def complete(
         raise ApiError(409, "lease_lost", f"job {job_id} no longer exists") from None
     except LeaseLost as exc:
         raise _lease_lost(exc) from None
+    await run_in_threadpool(drop_checkpoint, state, job_id)  # no resume will need it
     state.events.notify()
     state.metrics.completed.labels(model=done.model).inc()
     spot = "true" if bill.spot else "false"
@@ -380,6 +384,8 @@ async def fail(job_id: str, body: Fail, state: State) -> dict[str, Any]:
         )
     except LeaseLost as exc:
         raise _lease_lost(exc) from None
+    if body.code == CHECKPOINT_INVALID:  # the retry starts afresh
+        await run_in_threadpool(drop_checkpoint, state, job_id)
     state.events.notify()
     if job.status == "failed":
         state.metrics.failed.labels(model=job.model, code=body.code).inc()

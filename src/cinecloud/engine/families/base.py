@@ -6,9 +6,10 @@ messages use, and writes its own stages (encode, denoise, decode) with the helpe
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -17,6 +18,8 @@ from cinecloud.engine.registry import GenerationParams
 
 if TYPE_CHECKING:
     from PIL.Image import Image
+
+    from cinecloud.engine.checkpoint import DenoiseCheckpoints
 
 __all__ = [
     "TORCH_DTYPES",
@@ -52,11 +55,18 @@ def check_size(params: GenerationParams, multiple: int, *, label: str) -> None:
         )
 
 
-def step_callback(on_step: Callable[[int], None]) -> Callable[..., dict[str, Any]]:
-    """A ``callback_on_step_end`` that reports the k-th finished step as ``on_step(k)``."""
+def step_callback(
+    on_step: Callable[[int], None], checkpoints: DenoiseCheckpoints | None = None
+) -> Callable[..., dict[str, Any]]:
+    """A ``callback_on_step_end`` that reports the k-th finished step as ``on_step(k)``;
+    with ``checkpoints``, k counts on from the step the run resumed after, and the
+    latents the step left are handed to them first."""
+    start = checkpoints.start if checkpoints is not None else 0
 
-    def step_end(_pipe: Any, i: int, _t: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
-        on_step(i + 1)
+    def step_end(_pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if checkpoints is not None:
+            checkpoints.step_end(start + i + 1, kwargs["latents"])
+        on_step(start + i + 1)
         return {}
 
     return step_end
@@ -95,10 +105,14 @@ class PipelineFamily(Generic[PipeT]):
     label: str
     pipeline_class: Any
     max_sequence_length: int  # for the families that encode text
+    # The pipeline multiplies latents it is given by the scheduler's init_noise_sigma.
+    scales_given_latents: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._pipe: PipeT | None = None
         self._device = torch.device("cpu")
+        # Set by the runner for one run (engine.checkpoint): resume, and snapshot steps.
+        self.checkpoints: DenoiseCheckpoints | None = None
 
     # ------------------------------------------------------------ load
 
@@ -198,7 +212,11 @@ class PipelineFamily(Generic[PipeT]):
         the pipeline's output is returned as it comes, after a device sync.
         """
         generator = torch.Generator(self._device).manual_seed(params.seed)
-        with torch.inference_mode():
+        ck = self.checkpoints
+        hooks: contextlib.AbstractContextManager[dict[str, Any]] = contextlib.nullcontext({})
+        if ck is not None:
+            hooks = ck.hooks(self.pipe, generator, self._device, scaled=self.scales_given_latents)
+        with hooks as resumed, torch.inference_mode():
             output = self.pipe(  # type: ignore[operator]
                 *args,
                 height=params.height,
@@ -208,8 +226,9 @@ class PipelineFamily(Generic[PipeT]):
                 generator=generator,
                 output_type="latent",
                 return_dict=False,
-                callback_on_step_end=step_callback(on_step),
-                callback_on_step_end_tensor_inputs=[],
+                callback_on_step_end=step_callback(on_step, ck),
+                callback_on_step_end_tensor_inputs=[] if ck is None else ["latents"],
+                **resumed,
                 **kwargs,
             )
         self._sync()

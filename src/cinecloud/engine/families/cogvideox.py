@@ -45,6 +45,7 @@ class CogVideoXT2V(PipelineFamily[CogVideoXPipeline]):
     name = "cogvideox-t2v"
     label = "cogvideox"
     pipeline_class = CogVideoXPipeline
+    scales_given_latents = True  # its prepare_latents multiplies by init_noise_sigma
     max_sequence_length = 226
 
     def _padding(self, params: GenerationParams) -> int:

@@ -52,6 +52,7 @@ class StableVideoDiffusion(PipelineFamily[StableVideoDiffusionPipeline]):
     name = "svd"
     label = "svd"
     pipeline_class = StableVideoDiffusionPipeline
+    scales_given_latents = True  # its prepare_latents multiplies by init_noise_sigma
 
     def _check_shape(self, params: GenerationParams) -> None:
         check_size(params, int(self.pipe.vae_scale_factor), label=self.label)

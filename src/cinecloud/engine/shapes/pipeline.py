@@ -266,6 +266,7 @@ class ShapesT2VPipeline(DiffusionPipeline):  # type: ignore[misc]
         num_inference_steps: int = DEFAULT_STEPS,
         guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
         output_type: str = "np",
         return_dict: bool = True,
         callback_on_step_end: StepCallback | None = None,
@@ -276,7 +277,8 @@ class ShapesT2VPipeline(DiffusionPipeline):  # type: ignore[misc]
         negative_prompt_attention_mask: torch.Tensor | None = None,
         max_sequence_length: int = MAX_SEQUENCE_LENGTH,
     ) -> ShapesT2VPipelineOutput | tuple[np.ndarray | torch.Tensor]:
-        """Generate clips. Embeddings given without masks count every token as valid."""
+        """Generate clips. Embeddings given without masks count every token as valid;
+        ``latents`` given replace the noise (a resumed run passes its saved latents)."""
         # 1. validate
         self.check_inputs(
             prompt,
@@ -314,7 +316,10 @@ class ShapesT2VPipeline(DiffusionPipeline):  # type: ignore[misc]
         batch_size = prompt_embeds.shape[0]
 
         # 3. prepare the noise and the schedule (sigma 1 down to 1/steps, shifted by the scheduler)
-        latents = self.prepare_latents(batch_size, generator, device)
+        if latents is None:
+            latents = self.prepare_latents(batch_size, generator, device)
+        else:
+            latents = latents.to(device=device, dtype=torch.float32)
         sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
         self.scheduler.set_timesteps(sigmas=sigmas.tolist(), device=device)
         timesteps = self.scheduler.timesteps

@@ -1,0 +1,167 @@
+"""Preemption and crash recovery with real processes: ``cinecloud serve`` on PostgreSQL,
+real workers running the default model, and the checkpoints between them.
+
+One control plane; workers come and go. A worker told to stop mid-denoise (SIGTERM, a
+spot notice) checkpoints at its next step boundary, gives the lease back and exits with
+0; the next worker resumes after that step. A worker killed mid-run (SIGKILL) leaves its
+lease to expire; the next worker resumes from the newest checkpoint it had stored. Both
+videos equal, frame for frame, the same request run without interruption.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import httpx
+import numpy as np
+import pytest
+
+from cinecloud.config import load_config
+from cinecloud.jobs import JobStore, make_engine
+from cinecloud.jobs.checkpoints import CheckpointLedger
+from cinecloud.testing.databases import pg_available, temp_database
+from cinecloud.testing.service import Service
+from cinecloud.workers import LocalLauncher
+
+pytestmark = pytest.mark.integration
+
+EVERY = 3  # worker.checkpoint_every
+REQUEST = {
+    "prompt": "a small red circle moves left on a blue background",
+    "seed": 5,
+    "steps": 12,
+}
+SERVER_ENV = {
+    "CINECLOUD_QUEUE__LEASE_TTL_S": "3",
+    "CINECLOUD_QUEUE__SWEEP_INTERVAL_S": "0.5",
+    "CINECLOUD_QUEUE__HEARTBEAT_INTERVAL_S": "1",
+    "CINECLOUD_QUEUE__LEASE_LONG_POLL_S": "1",
+}
+
+
+@pytest.fixture
+def pg_url(tmp_path: Path) -> Iterator[str]:
+    if not pg_available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not reachable, and CI must test it")
+        pytest.skip("PostgreSQL is not reachable")
+    with temp_database("postgres", tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def service(tmp_path: Path, pg_url: str) -> Iterator[Service]:
+    svc = Service(tmp_path / "home", pg_url, workers=0, env=SERVER_ENV).start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture
+def start_worker(service: Service, tmp_path: Path) -> Iterator[Callable[[], LocalLauncher]]:
+    """Start one real worker process (its own launcher), loading the default model."""
+    launchers: list[LocalLauncher] = []
+
+    def start() -> LocalLauncher:
+        cfg = load_config(
+            server={"home": service.home},
+            engine={"device": "cpu", "dtype": "float32"},
+            worker={"checkpoint_every": EVERY, "work_dir": tmp_path / f"work{len(launchers)}"},
+        )
+        launcher = LocalLauncher(cfg, 1, server_url=service.url, env=dict(os.environ))
+        launchers.append(launcher)
+        launcher.start()
+        return launcher
+
+    yield start
+    for launcher in launchers:
+        launcher.stop(timeout=5)
+
+
+def wait_for(c: httpx.Client, vid: str, pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    while True:
+        v: dict[str, Any] = c.get(f"/v1/videos/{vid}").json()
+        if pred(v):
+            return v
+        assert time.monotonic() < deadline, f"timed out; last state {v}"
+        time.sleep(0.05)
+
+
+def events(c: httpx.Client, vid: str) -> list[dict[str, Any]]:
+    """The job's whole event stream (it ends with the job)."""
+    with c.stream("GET", f"/v1/videos/{vid}/events") as resp:
+        return [json.loads(ln[6:]) for ln in resp.iter_lines() if ln.startswith("data: ")]
+
+
+def first_step_after(evs: list[dict[str, Any]], kind: str) -> int:
+    """The first denoise step reported after the last ``kind`` event."""
+    last = max(i for i, e in enumerate(evs) if e["type"] == kind)
+    return next(e["step"] for e in evs[last:] if e.get("stage") == "denoise")
+
+
+def frames(c: httpx.Client, vid: str) -> np.ndarray:
+    resp = c.get(f"/v1/videos/{vid}/content", follow_redirects=True)
+    assert resp.status_code == 200, resp.text
+    with av.open(io.BytesIO(resp.content)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def test_preempted_and_killed_workers_resume_from_their_checkpoints(
+    service: Service, start_worker: Callable[[], LocalLauncher], pg_url: str
+) -> None:
+    ledger = CheckpointLedger(JobStore(make_engine(pg_url), clock=time.time))
+    first = start_worker()
+    with service.client() as c:
+        # -- SIGTERM (a spot notice) mid-denoise: checkpoint, lease given back, exit 0
+        j = c.post("/v1/videos", json=REQUEST).json()["id"]
+        wait_for(c, j, lambda v: v["stage"] == "denoise" and (v["step"] or 0) >= 4)
+        assert first.stop(timeout=60) == [0]
+        second = start_worker()
+        done = wait_for(c, j, lambda v: v["status"] in ("completed", "failed"))
+        assert done["status"] == "completed", done
+        evs = events(c, j)
+        (requeued,) = [e for e in evs if e["type"] == "requeued"]
+        saved = requeued["checkpoint_step"]  # the job's checkpoint when it was given back
+        assert requeued["reason"] == "preempted" and saved >= 5, requeued
+        assert done["attempts"] == 1  # the preempted attempt does not count
+        assert done["engine"]["resumed_from_step"] == str(saved)
+        assert first_step_after(evs, "requeued") == saved  # progress goes on from there
+        assert ledger.latest(j) is None  # a finished job keeps no checkpoint
+
+        # -- SIGKILL mid-run: the lease expires, the next lease resumes from the newest
+        k = c.post("/v1/videos", json=REQUEST).json()["id"]
+        wait_for(c, k, lambda v: (v["step"] or 0) >= 2 * EVERY)
+        deadline = time.monotonic() + 30
+        while (newest := ledger.latest(k)) is None or newest.step < 2 * EVERY:
+            assert time.monotonic() < deadline, newest
+            time.sleep(0.05)
+        os.kill(second.pids[0], signal.SIGKILL)
+        start_worker()
+        done = wait_for(c, k, lambda v: v["status"] in ("completed", "failed"))
+        assert done["status"] == "completed", done
+        assert done["attempts"] == 2  # the killed attempt counts
+        evs = events(c, k)
+        requeue = max(i for i, e in enumerate(evs) if e["type"] == "requeued")
+        assert evs[requeue]["code"] == "lease_expired"
+        stored = [e["step"] for e in evs[:requeue] if e["type"] == "checkpoint"]
+        assert stored and stored[-1] >= newest.step
+        assert done["engine"]["resumed_from_step"] == str(stored[-1])
+        assert first_step_after(evs, "requeued") == stored[-1]
+
+        # -- the same request, uninterrupted: the same video
+        r = c.post("/v1/videos", json=REQUEST).json()["id"]
+        done = wait_for(c, r, lambda v: v["status"] in ("completed", "failed"))
+        assert done["status"] == "completed" and "resumed_from_step" not in done["engine"]
+        reference = frames(c, r)
+        assert np.array_equal(frames(c, j), reference)
+        assert np.array_equal(frames(c, k), reference)
