@@ -94,6 +94,7 @@ class WorkerRecord:
     status: str
     registered_at: float
     last_seen_at: float
+    gpu_stats: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class JobRecord:
     engine: dict[str, Any] | None = None
     request_hash: str | None = None
     parallel: int | None = None
+    traceparent: str | None = None
     artifacts: tuple[ArtifactRecord, ...] = field(default=())
 
     @classmethod
@@ -163,6 +165,7 @@ class NewJob:
         idempotency_key: str | None = None,
         request_hash: str | None = None,
         parallel: int | None = None,
+        traceparent: str | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.model = model
@@ -176,3 +179,4 @@ class NewJob:
         self.idempotency_key = idempotency_key
         self.request_hash = request_hash
         self.parallel = parallel
+        self.traceparent = traceparent

@@ -129,6 +129,7 @@ class JobStore:
                         seed=new.seed,
                         priority=new.priority,
                         parallel=new.parallel,
+                        traceparent=new.traceparent,
                         metadata=new.metadata,
                         idempotency_key=new.idempotency_key,
                         request_hash=new.request_hash,
