@@ -1,5 +1,5 @@
-"""Telemetry: metric names, logging and (later) tracing and cost."""
+"""Telemetry: metric names, GPU samples, tracing (optional) and logging."""
 
-from cinecloud.telemetry.metrics import STAGES, Metrics
+from cinecloud.telemetry.metrics import STAGES, Metrics, WorkerGpus
 
-__all__ = ["STAGES", "Metrics"]
+__all__ = ["STAGES", "Metrics", "WorkerGpus"]
