@@ -12,6 +12,7 @@ from rich.console import Console
 from cinecloud.api import build_state, create_app
 from cinecloud.api.state import AppState
 from cinecloud.config import Config
+from cinecloud.telemetry.tracing import setup_tracing
 from cinecloud.workers.launcher import LocalLauncher
 
 __all__ = ["ensure_admin_key", "run_server", "start_server_thread"]
@@ -50,6 +51,7 @@ def run_server(cfg: Config, workers: int) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    setup_tracing(cfg.tracing, "api")
     state = build_state(cfg)
     key = ensure_admin_key(state, cfg.server.home)
     if key:

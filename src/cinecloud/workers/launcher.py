@@ -29,7 +29,7 @@ __all__ = ["LocalLauncher", "worker_env"]
 
 log = logging.getLogger(__name__)
 
-_FORWARDED_SECTIONS = ("worker", "engine", "queue")
+_FORWARDED_SECTIONS = ("worker", "engine", "queue", "tracing")
 
 
 def _env_value(value: Any) -> str:
