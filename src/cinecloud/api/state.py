@@ -12,9 +12,11 @@ from fastapi import Request
 from cinecloud.config import Config
 from cinecloud.engine.registry import Registry
 from cinecloud.jobs import AccountStore, ApiKeyRecord, JobStore, WorkerStore
+from cinecloud.jobs.webhooks import WebhookStore
 from cinecloud.scheduler import ServiceModels, load_service_models
 from cinecloud.storage import BlobStore
 from cinecloud.telemetry import Metrics
+from cinecloud.webhooks import Resolver, system_resolver
 
 __all__ = ["AppState", "JobNotifier", "KeyCache", "get_state"]
 
@@ -94,6 +96,7 @@ class AppState:
     metrics: Metrics
     clock: Callable[[], float]
     seeds: Callable[[], int]
+    webhooks: WebhookStore
     # Pulsed when a job may have been queued (wakes lease long-polls) ...
     notifier: JobNotifier = field(default_factory=JobNotifier)
     # ... and when a job event was appended here (wakes SSE streams).
@@ -101,6 +104,8 @@ class AppState:
     key_cache: KeyCache = field(default_factory=KeyCache)
     # Service-time numbers per model family (scheduler/alpha.json).
     service: ServiceModels = field(default_factory=load_service_models)
+    # How webhook hosts are resolved (tests inject a hosts-style mapping).
+    resolver: Resolver = system_resolver
 
 
 def get_state(request: Request) -> AppState:
