@@ -42,3 +42,50 @@ def test_no_gpu_means_no_samples() -> None:
         pytest.skip("this host has an NVIDIA driver")
     sampler = GpuSampler()
     assert sampler.sample() == [] and sampler.sample() == []
+
+
+@pytest.mark.gpu
+def test_nvml_sample_on_a_gpu() -> None:
+    """On a GPU host: one sample per visible GPU, and a busy GPU reads busy."""
+    import threading
+    import time
+
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    sampler = GpuSampler()
+    idle = sampler.sample()
+    assert [g.index for g in idle] == list(range(torch.cuda.device_count()))
+    for g in idle:
+        assert g.name and g.uuid.startswith("GPU-")
+        assert 0.0 <= g.utilization <= 1.0 and 0 < g.memory_used <= g.memory_total
+    x = torch.randn(8192, 8192, device="cuda:0", dtype=torch.bfloat16)  # 128 MiB
+    stop = threading.Event()
+
+    def burn() -> None:
+        while not stop.is_set():
+            for _ in range(20):
+                x @ x
+            torch.cuda.synchronize()
+
+    worker = threading.Thread(target=burn)
+    worker.start()
+    try:
+        time.sleep(1.0)
+        busy = []
+        for _ in range(10):
+            busy.append(sampler.sample()[0])
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        worker.join()
+    print(
+        "idle",
+        idle[0],
+        "busy utilization",
+        [round(b.utilization, 2) for b in busy],
+        "memory used",
+        busy[-1].memory_used,
+    )
+    assert max(b.utilization for b in busy) >= 0.5
+    assert busy[-1].memory_used >= idle[0].memory_used + 128 * 2**20
