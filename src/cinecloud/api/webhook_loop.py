@@ -58,7 +58,8 @@ async def check_webhook_url(state: AppState, url: str, param: str) -> None:
 
 async def _attempt(
     state: AppState, client: httpx.AsyncClient, due: DueDelivery, rand: Callable[[], float]
-) -> str:
+) -> tuple[DueDelivery, AttemptRecord, float]:
+    """Send one message once; what to record of it."""
     cfg = state.cfg.webhooks
     started = state.clock()
     headers = signed_headers(due.secret, due.id, started, due.payload)
@@ -82,8 +83,7 @@ async def _attempt(
         status_code=result.status_code,
         error=None if result.delivered else (result.error or "failed"),
     )
-    delay = retry_delay(due.attempt, cfg.backoff_base_s, cfg.backoff_max_s, rand())
-    return await run_in_threadpool(state.webhooks.record_attempt, due, record, delay)
+    return due, record, retry_delay(due.attempt, cfg.backoff_base_s, cfg.backoff_max_s, rand())
 
 
 async def deliver_once(
@@ -99,7 +99,8 @@ async def deliver_once(
         cfg.max_attempts,
     )
     if due:
-        await asyncio.gather(*(_attempt(state, client, d, rand) for d in due))
+        results = await asyncio.gather(*(_attempt(state, client, d, rand) for d in due))
+        await run_in_threadpool(state.webhooks.record_attempts, results)
     return len(due)
 
 

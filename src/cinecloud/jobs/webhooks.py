@@ -444,44 +444,52 @@ class WebhookStore:
                 )
         return claimed
 
-    def record_attempt(
+    def record_attempts(
+        self, results: Sequence[tuple[DueDelivery, AttemptRecord, float]]
+    ) -> list[str]:
+        """Log attempts and settle their messages, in one transaction; each item is
+        (message, attempt, seconds before a retry). Returns each message's status now."""
+        now = self.clock()
+        with write_tx(self.engine) as conn:
+            return [self._settle(conn, d, a, retry, now) for d, a, retry in results]
+
+    def _settle(
         self,
+        conn: Connection,
         delivery: DueDelivery,
         attempt: AttemptRecord,
         retry_in_s: float,
+        now: float,
     ) -> str:
-        """Log one attempt and settle the message; returns its status now."""
         d = t.webhook_deliveries.c
-        now = self.clock()
-        with write_tx(self.engine) as conn:
-            conn.execute(
-                insert(t.webhook_attempts).values(
-                    delivery_id=delivery.id,
-                    attempt=attempt.attempt,
-                    started_at=attempt.started_at,
-                    duration_s=attempt.duration_s,
-                    address=attempt.address,
-                    status_code=attempt.status_code,
-                    error=attempt.error,
-                )
+        conn.execute(
+            insert(t.webhook_attempts).values(
+                delivery_id=delivery.id,
+                attempt=attempt.attempt,
+                started_at=attempt.started_at,
+                duration_s=attempt.duration_s,
+                address=attempt.address,
+                status_code=attempt.status_code,
+                error=attempt.error,
             )
-            row = conn.execute(select(d.status, d.give_up_after).where(d.id == delivery.id)).first()
-            if row is None or row[0] in ("delivered", "canceled"):
-                return str(row[0]) if row else "canceled"
-            values: dict[str, Any] = {
-                "attempts": attempt.attempt,
-                "locked_until": None,
-                "last_status_code": attempt.status_code,
-                "last_error": attempt.error,
-            }
-            if attempt.error is None:
-                values.update(status="delivered", delivered_at=now)
-            elif attempt.attempt >= row[1]:
-                values.update(status="failed")
-            else:
-                values.update(status="pending", next_attempt_at=now + retry_in_s)
-            conn.execute(update(t.webhook_deliveries).where(d.id == delivery.id).values(**values))
-            return str(values["status"])
+        )
+        row = conn.execute(select(d.status, d.give_up_after).where(d.id == delivery.id)).first()
+        if row is None or row[0] in ("delivered", "canceled"):
+            return str(row[0]) if row else "canceled"
+        values: dict[str, Any] = {
+            "attempts": attempt.attempt,
+            "locked_until": None,
+            "last_status_code": attempt.status_code,
+            "last_error": attempt.error,
+        }
+        if attempt.error is None:
+            values.update(status="delivered", delivered_at=now)
+        elif attempt.attempt >= row[1]:
+            values.update(status="failed")
+        else:
+            values.update(status="pending", next_attempt_at=now + retry_in_s)
+        conn.execute(update(t.webhook_deliveries).where(d.id == delivery.id).values(**values))
+        return str(values["status"])
 
     # ------------------------------------------------------------ the log
 
