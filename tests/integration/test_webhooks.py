@@ -344,3 +344,28 @@ def test_request_webhook_url_log_and_replay(api: Api) -> None:
         assert other.json()["error"]["code"] == "webhook_delivery_not_found"
     finally:
         receiver.close()
+
+
+def test_endpoint_list_get_delete(strict: Api) -> None:
+    client, state, key, _ = strict
+    made = register(client, key, "https://public.test/a", description="prod").json()
+    listed = client.get("/v1/webhooks", headers=auth(key)).json()["data"]
+    assert [e["id"] for e in listed] == [made["id"]] and "secret" not in listed[0]
+    one = client.get(f"/v1/webhooks/{made['id']}", headers=auth(key)).json()
+    assert (one["url"], one["events"], one["description"]) == (
+        "https://public.test/a",
+        ["started", "completed", "failed", "canceled"],
+        "prod",
+    )
+    other_key, _ = state.accounts.create_key(state.accounts.ensure_tenant("b").id)
+    hidden = client.get(f"/v1/webhooks/{made['id']}", headers=auth(other_key))
+    assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "webhook_not_found"
+    gone = client.delete(f"/v1/webhooks/{made['id']}", headers=auth(key))
+    assert gone.status_code == 200 and gone.json()["deleted"] is True
+    assert client.get("/v1/webhooks", headers=auth(key)).json()["data"] == []
+    assert client.delete(f"/v1/webhooks/{made['id']}", headers=auth(key)).status_code == 404
+    play = Player(client, state)
+    job = play.submit(key)
+    play.lease()
+    time.sleep(0.5)  # a few passes of the loop: nothing is made for a removed endpoint
+    assert log_of(client, key, job) == []

@@ -417,7 +417,7 @@ class WebhookStore:
         q = (
             select(t.webhook_deliveries, ep.url, ep.secret)
             .join(t.webhook_endpoints, ep.id == d.endpoint_id)
-            .where(due)
+            .where(due, ep.disabled_at.is_(None))
             .order_by(d.next_attempt_at, d.event_id)
             .limit(limit)
             .with_for_update(skip_locked=True, of=t.webhook_deliveries)
@@ -540,14 +540,21 @@ class WebhookStore:
         ]
 
     def replay(self, job_id: str, delivery_id: str | None, max_attempts: int) -> int:
-        """Send again: one message (any status but open), or all the job's failed ones.
-        Each gets ``max_attempts`` more tries; the ``webhook-id`` stays the same."""
-        d = t.webhook_deliveries.c
+        """Send again: one message (delivered or failed), or all the job's failed ones, of
+        endpoints not removed. Each gets ``max_attempts`` more tries; the ``webhook-id``
+        stays the same."""
+        d, ep = t.webhook_deliveries.c, t.webhook_endpoints.c
         which = d.id == delivery_id if delivery_id else d.status == "failed"
+        live = select(ep.id).where(ep.disabled_at.is_(None))
         with write_tx(self.engine) as conn:
             res = conn.execute(
                 update(t.webhook_deliveries)
-                .where(d.job_id == job_id, which, d.status.in_(("delivered", "failed")))
+                .where(
+                    d.job_id == job_id,
+                    which,
+                    d.status.in_(("delivered", "failed")),
+                    d.endpoint_id.in_(live),
+                )
                 .values(
                     status="pending",
                     next_attempt_at=self.clock(),

@@ -15,6 +15,7 @@ proxy would connect by name again).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,7 +54,9 @@ class AttemptResult:
         return "delivered" if self.delivered else "forbidden" if self.forbidden else "failed"
 
 
-def make_client(cfg: WebhookConfig) -> httpx.AsyncClient:
+def make_client(cfg: WebhookConfig, *, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
+    """The client of the delivery loop; ``verify`` is httpx's (a context trusting a test
+    CA in tests; the system's store otherwise)."""
     timeout = httpx.Timeout(
         connect=cfg.connect_timeout_s,
         read=cfg.read_timeout_s,
@@ -65,6 +68,7 @@ def make_client(cfg: WebhookConfig) -> httpx.AsyncClient:
         follow_redirects=False,
         trust_env=False,
         limits=httpx.Limits(max_connections=max(cfg.concurrency, 1) * 2),
+        verify=verify,
     )
 
 
