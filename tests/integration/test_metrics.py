@@ -150,6 +150,21 @@ def test_metrics_parse_and_follow_a_job(api: tuple[TestClient, AppState, str]) -
     assert after[("cinecloud_workers_registered", ())] == 1
 
 
+def test_canceled_counts_once(api: tuple[TestClient, AppState, str]) -> None:
+    """A canceled job that is then deleted was canceled once; a queued job deleted is."""
+    client, _, key = api
+    h = {"Authorization": f"Bearer {key}"}
+    body = {"prompt": "a ball", "size": "64x64", "num_frames": 16, "steps": 2}
+    first = client.post("/v1/videos", json=body, headers=h).json()["id"]
+    assert client.post(f"/v1/videos/{first}/cancel", headers=h).status_code == 200
+    assert client.delete(f"/v1/videos/{first}", headers=h).status_code == 200
+    canceled = ("cinecloud_jobs_canceled_total", (("model", MODEL),))
+    assert samples(scrape(client))[canceled] == 1
+    second = client.post("/v1/videos", json=body, headers=h).json()["id"]
+    assert client.delete(f"/v1/videos/{second}", headers=h).status_code == 200
+    assert samples(scrape(client))[canceled] == 2
+
+
 def test_worker_gpu_samples_become_gauges(api: tuple[TestClient, AppState, str]) -> None:
     client, state, _ = api
     play = Player(client, state)

@@ -20,7 +20,14 @@ from cinecloud.api.state import AppState, get_state
 from cinecloud.api.views import ARTIFACT_FOR_VARIANT, artifact_url, video_object
 from cinecloud.api.webhook_loop import check_webhook_url
 from cinecloud.engine.registry import ParamError, UnknownModel, resolve_params
-from cinecloud.jobs import InvalidTransition, JobRecord, NewJob, NotFound, ReusedIdempotencyKey
+from cinecloud.jobs import (
+    TERMINAL,
+    InvalidTransition,
+    JobRecord,
+    NewJob,
+    NotFound,
+    ReusedIdempotencyKey,
+)
 from cinecloud.jobs import request_hash as hash_request
 from cinecloud.scheduler import InvalidParallel, check_parallel
 from cinecloud.telemetry.tracing import submit_span
@@ -291,13 +298,14 @@ async def _remove_files(state: AppState, job: JobRecord) -> None:
 
 @router.delete("/{video_id}", response_model=DeletedVideo, responses=_ERRORS)
 async def delete_video(video_id: str, caller: Caller, state: State) -> JSONResponse:
+    before = await _get(state, video_id, caller.tenant_id)
     try:
         job = await run_in_threadpool(state.jobs.delete_job, video_id, caller.tenant_id)
     except NotFound:
         raise video_not_found(video_id) from None
     await _remove_files(state, job)
     state.events.notify()
-    if job.status == "canceled":
+    if job.status == "canceled" and before.status not in TERMINAL:  # canceled by this delete
         state.metrics.canceled.labels(model=job.model).inc()
     return JSONResponse({"id": job.id, "object": "video.deleted", "deleted": True})
 
