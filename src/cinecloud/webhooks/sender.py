@@ -27,6 +27,7 @@ from cinecloud.webhooks.guard import (
     AllowList,
     InvalidTarget,
     Resolver,
+    Target,
     TargetForbidden,
     TargetUnresolvable,
     parse_target,
@@ -98,20 +99,7 @@ async def send_webhook(
         return result(False, None, f"webhook_target_forbidden: {exc}", None, True)
     except (InvalidTarget, TargetUnresolvable) as exc:
         return result(False, None, f"webhook_target_unresolvable: {exc}", None)
-    pinned = httpx.URL(url).copy_with(host=address)
-    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-    request = client.build_request(
-        "POST",
-        pinned,
-        content=body.encode(),
-        headers={
-            **headers,
-            "Host": target.host_header,
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-        },
-        extensions=extensions,
-    )
+    request = _pinned_request(client, target, address, body, headers)
     try:
         async with asyncio.timeout(total_timeout_s):
             response = await client.send(request, stream=True)
@@ -128,6 +116,26 @@ async def send_webhook(
         return result(True, status, None, address)
     why = "redirect not followed" if 300 <= status < 400 else "not a 2xx answer"
     return result(False, status, f"HTTP {status}: {why}", address)
+
+
+def _pinned_request(
+    client: httpx.AsyncClient, target: Target, address: str, body: str, headers: Mapping[str, str]
+) -> httpx.Request:
+    """A POST to ``address`` that says ``target``'s name: in ``Host``, and for HTTPS as
+    the TLS SNI and the name the certificate must carry."""
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    return client.build_request(
+        "POST",
+        httpx.URL(target.url).copy_with(host=address),
+        content=body.encode(),
+        headers={
+            **headers,
+            "Host": target.host_header,
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+        },
+        extensions=extensions,
+    )
 
 
 async def _read_some(response: httpx.Response) -> bytes:
