@@ -38,6 +38,8 @@ __all__ = [
     "SchedulerConfig",
     "ServerConfig",
     "StorageConfig",
+    "TracingConfig",
+    "WebhookConfig",
     "WorkerConfig",
     "load_config",
     "repo_root",
@@ -231,6 +233,33 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    # "none": spans go to whatever OpenTelemetry tracer provider the process already has
+    # (none: they cost nothing); "console": printed; "otlp": OTLP over HTTP (needs the
+    # opentelemetry-exporter-otlp-proto-http package; its OTEL_EXPORTER_OTLP_* settings).
+    exporter: str = "none"
+    service_name: str = "cinecloud"
+    sample_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    # Hosts or CIDRs a webhook may target although they are private, loopback, ...
+    allow_hosts: tuple[str, ...] = ()
+    max_attempts: int = 12
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 3600.0
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 5.0
+    total_timeout_s: float = 10.0
+    poll_interval_s: float = 0.5
+    concurrency: int = 8
+    # Events this recent are read again on each pass, so one whose transaction commits
+    # after a later one's is never skipped.
+    fanout_grace_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     db: DatabaseConfig
@@ -244,6 +273,8 @@ class Config:
     leader: LeaderConfig = field(default_factory=LeaderConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
 
     def redacted(self) -> dict[str, Any]:
         """A plain dict for display, with secrets masked."""
@@ -398,6 +429,25 @@ class _Worker(BaseModel):
     preempt_grace_s: float = Field(60.0, gt=0)
 
 
+class _Tracing(BaseModel):
+    exporter: Literal["none", "console", "otlp"] = "none"
+    service_name: str = "cinecloud"
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+
+
+class _Webhooks(BaseModel):
+    allow_hosts: list[str] = []
+    max_attempts: int = Field(12, ge=1, le=100)
+    backoff_base_s: float = Field(2.0, gt=0)
+    backoff_max_s: float = Field(3600.0, gt=0)
+    connect_timeout_s: float = Field(3.0, gt=0)
+    read_timeout_s: float = Field(5.0, gt=0)
+    total_timeout_s: float = Field(10.0, gt=0)
+    poll_interval_s: float = Field(0.5, gt=0)
+    concurrency: int = Field(8, ge=1, le=256)
+    fanout_grace_s: float = Field(5.0, ge=0)
+
+
 class _TomlSource(PydanticBaseSettingsSource):
     """Reads the optional TOML config file."""
 
@@ -434,6 +484,8 @@ class Settings(BaseSettings):
     api: _Api = _Api()
     engine: _Engine = _Engine()
     worker: _Worker = _Worker()
+    tracing: _Tracing = _Tracing()
+    webhooks: _Webhooks = _Webhooks()
 
     _config_file: Path | None = None
 
@@ -526,6 +578,10 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             gpu_type=s.worker.gpu_type,
             checkpoint_every=s.worker.checkpoint_every,
             preempt_grace_s=s.worker.preempt_grace_s,
+        ),
+        tracing=TracingConfig(**s.tracing.model_dump()),
+        webhooks=WebhookConfig(
+            **{**s.webhooks.model_dump(), "allow_hosts": tuple(s.webhooks.allow_hosts)}
         ),
     )
 

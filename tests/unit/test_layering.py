@@ -16,12 +16,23 @@ ALLOWED: dict[str, set[str]] = {
     "render": {"config"},
     "delivery": {"storage", "config"},
     "telemetry": {"config"},
+    # webhook targets, signing and sending; the messages live in jobs
+    "webhooks": {"config", "telemetry"},
     "engine": {"config", "telemetry"},
     "jobs": {"config", "telemetry"},
     "scheduler": {"jobs", "telemetry", "config"},
     "workers": {"engine", "render", "storage", "telemetry", "config"},
     # the API validates requests against the model registry (engine.registry only)
-    "api": {"jobs", "scheduler", "storage", "delivery", "telemetry", "config", "engine"},
+    "api": {
+        "jobs",
+        "scheduler",
+        "storage",
+        "delivery",
+        "telemetry",
+        "config",
+        "engine",
+        "webhooks",
+    },
 }
 
 

@@ -24,17 +24,22 @@ from cinecloud.api.routers import (
     models,
     usage,
     videos,
+    webhooks,
 )
 from cinecloud.api.state import AppState
+from cinecloud.api.tracing import fastapi_telemetry
+from cinecloud.api.webhook_loop import webhook_loop
 from cinecloud.config import Config
 from cinecloud.delivery import create_origin_router
 from cinecloud.engine.registry import default_registry
 from cinecloud.jobs import AccountStore, JobStore, WorkerStore, make_engine, migrate
 from cinecloud.jobs.deadlines import expire_deadlines
 from cinecloud.jobs.leader import leader_lock
+from cinecloud.jobs.webhooks import WebhookStore
 from cinecloud.scheduler.autoscaler import autoscale_loop, autoscale_once
 from cinecloud.storage import open_store
-from cinecloud.telemetry import Metrics
+from cinecloud.telemetry import Metrics, WorkerGpus
+from cinecloud.webhooks import Resolver, system_resolver
 
 __all__ = ["build_state", "create_app"]
 
@@ -49,6 +54,7 @@ def build_state(
     *,
     clock: Callable[[], float] = time.time,
     seeds: Callable[[], int] | None = None,
+    resolver: Resolver | None = None,
 ) -> AppState:
     engine = make_engine(cfg.db.url)
     migrate(engine)
@@ -56,19 +62,37 @@ def build_state(
         engine, clock=clock, max_attempts=cfg.queue.max_attempts, job_ttl_s=cfg.queue.job_ttl_s
     )
     workers = WorkerStore(engine, clock=clock)
+    hooks = WebhookStore(engine, clock=clock)
+    registry = default_registry(cfg.engine)
     metrics = Metrics()
-    metrics.watch(jobs.counts, lambda: len(workers.active(WORKER_SEEN_S)))
+    metrics.watch(
+        jobs.counts,
+        lambda: len(workers.active(WORKER_SEEN_S)),
+        models=lambda: registry.ids,
+        gpus=lambda: _worker_gpus(workers),
+        webhook_backlog=hooks.backlog,
+    )
     return AppState(
         cfg=cfg,
         jobs=jobs,
         accounts=AccountStore(engine, clock=clock),
         workers=workers,
         store=open_store(cfg.storage),
-        registry=default_registry(cfg.engine),
+        registry=registry,
         metrics=metrics,
         clock=clock,
         seeds=seeds or (lambda: secrets.randbelow(2**31)),
+        webhooks=hooks,
+        resolver=resolver or system_resolver,
     )
+
+
+def _worker_gpus(workers: WorkerStore) -> list[WorkerGpus]:
+    """The GPU samples of the workers seen recently (sent with their heartbeats)."""
+    return [
+        WorkerGpus(w.id, tuple((w.gpu_stats or {}).get("gpus", ())))
+        for w in workers.active(WORKER_SEEN_S)
+    ]
 
 
 async def _sweep_once(state: AppState) -> None:
@@ -142,6 +166,8 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
         st.leadership.replica = replica_name(cfg.leader.replica, cfg.server.port)
         lock = leader_lock(st.jobs.engine, cfg.leader.lock_key)
         tasks.append(asyncio.create_task(run_leader_loops(st, lock)))
+        # Webhook delivery: its attempts are recorded per message in one transaction.
+        tasks.append(asyncio.create_task(webhook_loop(st)))
         try:
             yield
         finally:
@@ -156,6 +182,7 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
         version="0.1.0",
         description="Text to video as a service, shaped like the OpenAI Videos API.",
         lifespan=lifespan,
+        **fastapi_telemetry(),
     )
     app.state.cinecloud = st
     install_error_handlers(app)
@@ -168,5 +195,6 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     app.include_router(internal.router)
     app.include_router(internal.upload_router)
     app.include_router(checkpoints.router)
+    app.include_router(webhooks.router)
     app.include_router(create_origin_router(st.store, secret=cfg.delivery.secret, clock=st.clock))
     return app

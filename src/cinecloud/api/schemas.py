@@ -44,6 +44,8 @@ class VideoCreate(BaseModel):
     metadata: dict[str, str] | None = Field(None, max_length=16)
     # ranks to run on (1, 2, 4, ...); None: the scheduler decides
     parallel: int | None = None
+    # where this job's started/completed/failed/canceled events are POSTed (docs/webhooks.md)
+    webhook_url: str | None = Field(None, max_length=2048)
 
     @field_validator("parallel", mode="before")
     @classmethod

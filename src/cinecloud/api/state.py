@@ -13,10 +13,12 @@ from cinecloud.api.loops import Leadership, Loop
 from cinecloud.config import Config
 from cinecloud.engine.registry import Registry
 from cinecloud.jobs import AccountStore, ApiKeyRecord, JobStore, WorkerStore
+from cinecloud.jobs.webhooks import WebhookStore
 from cinecloud.scheduler import ServiceModels, load_service_models
 from cinecloud.scheduler.autoscaler import Autoscaler
 from cinecloud.storage import BlobStore
 from cinecloud.telemetry import Metrics
+from cinecloud.webhooks import Resolver, system_resolver
 
 __all__ = ["AppState", "JobNotifier", "KeyCache", "get_state"]
 
@@ -96,6 +98,7 @@ class AppState:
     metrics: Metrics
     clock: Callable[[], float]
     seeds: Callable[[], int]
+    webhooks: WebhookStore
     # Pulsed when a job may have been queued (wakes lease long-polls) ...
     notifier: JobNotifier = field(default_factory=JobNotifier)
     # ... and when a job event was appended here (wakes SSE streams).
@@ -109,6 +112,8 @@ class AppState:
     leadership: Leadership = field(default_factory=Leadership)
     # The autoscaler loop's state (autoscale.enabled); None when it is off.
     autoscaler: Autoscaler | None = None
+    # How webhook hosts are resolved (tests inject a hosts-style mapping).
+    resolver: Resolver = system_resolver
 
 
 def get_state(request: Request) -> AppState:

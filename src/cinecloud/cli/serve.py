@@ -15,6 +15,7 @@ from cinecloud.api.autoscaling import make_autoscaler, observed_launcher
 from cinecloud.api.state import AppState
 from cinecloud.config import Config
 from cinecloud.scheduler.autoscaler import busy_worker_names
+from cinecloud.telemetry.tracing import setup_tracing
 from cinecloud.workers.launcher import DEFAULT_POOL, LocalLauncher
 
 __all__ = ["ensure_admin_key", "run_server", "start_server_thread"]
@@ -53,6 +54,7 @@ def run_server(cfg: Config, workers: int) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    setup_tracing(cfg.tracing, "api")
     state = build_state(cfg)
     key = ensure_admin_key(state, cfg.server.home)
     if key:

@@ -142,12 +142,15 @@ class WorkerStore:
             )
             return wid
 
-    def touch(self, worker_id: str, status: str) -> bool:
+    def touch(self, worker_id: str, status: str, gpu_stats: dict[str, Any] | None = None) -> bool:
+        """Mark the worker seen; ``gpu_stats`` (its heartbeat's GPU sample) replaces the
+        last one when given."""
+        values: dict[str, Any] = {"status": status, "last_seen_at": self.clock()}
+        if gpu_stats is not None:
+            values["gpu_stats"] = gpu_stats
         with write_tx(self.engine) as conn:
             res = conn.execute(
-                update(t.workers)
-                .where(t.workers.c.id == worker_id)
-                .values(status=status, last_seen_at=self.clock())
+                update(t.workers).where(t.workers.c.id == worker_id).values(**values)
             )
             return bool(res.rowcount)
 

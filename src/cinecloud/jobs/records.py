@@ -97,6 +97,7 @@ class WorkerRecord:
     status: str
     registered_at: float
     last_seen_at: float
+    gpu_stats: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class JobRecord:
     # the newest denoise checkpoint's blob key and the step it was taken after
     checkpoint_key: str | None = None
     checkpoint_step: int | None = None
+    traceparent: str | None = None
     artifacts: tuple[ArtifactRecord, ...] = field(default=())
 
     @classmethod
@@ -194,6 +196,7 @@ class NewJob:
         parallel: int | None = None,
         deadline_at: float | None = None,
         work_s: float | None = None,
+        traceparent: str | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.model = model
@@ -209,3 +212,4 @@ class NewJob:
         self.parallel = parallel
         self.deadline_at = deadline_at
         self.work_s = work_s
+        self.traceparent = traceparent

@@ -133,6 +133,7 @@ class JobStore:
                         parallel=new.parallel,
                         deadline_at=new.deadline_at,
                         work_s=new.work_s,
+                        traceparent=new.traceparent,
                         metadata=new.metadata,
                         idempotency_key=new.idempotency_key,
                         request_hash=new.request_hash,

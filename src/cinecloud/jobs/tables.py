@@ -22,7 +22,20 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["api_keys", "artifacts", "job_events", "jobs", "metadata", "tenants", "workers"]
+__all__ = [
+    "api_keys",
+    "artifacts",
+    "job_events",
+    "jobs",
+    "metadata",
+    "tenants",
+    "webhook_attempts",
+    "webhook_cursor",
+    "webhook_deliveries",
+    "webhook_endpoints",
+    "webhook_secrets",
+    "workers",
+]
 
 metadata = MetaData()
 
@@ -102,6 +115,8 @@ jobs = Table(
     Column("checkpoint_size", BigInteger, nullable=True),
     Column("checkpoint_lease_id", String(64), nullable=True),
     Column("checkpoint_at", Float, nullable=True),
+    # W3C trace context of the submit span: the worker's spans join the job's trace
+    Column("traceparent", String(64), nullable=True),
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
     Index("ix_jobs_queue", "status", "priority", "created_at"),
     Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
@@ -146,4 +161,80 @@ workers = Table(
     Column("status", String(16), nullable=False),
     Column("registered_at", Float, nullable=False),
     Column("last_seen_at", Float, nullable=False),
+    # the worker's last GPU sample (NVML, sent with its heartbeat); NULL: none reported
+    Column("gpu_stats", JSON, nullable=True),
+)
+
+# ---------------------------------------------------------------- webhooks
+
+# A tenant's registered endpoint, or (job_id set) the one a request named.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("job_id", String(64), ForeignKey("jobs.id"), nullable=True, index=True),
+    Column("url", Text, nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("events", JSON, nullable=False),
+    Column("description", String(200), nullable=False, server_default=""),
+    Column("created_at", Float, nullable=False),
+    Column("disabled_at", Float, nullable=True),
+)
+
+# One message: one job event for one endpoint. Its id is the ``webhook-id`` header.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("endpoint_id", String(64), ForeignKey("webhook_endpoints.id"), nullable=False),
+    Column("job_id", String(64), ForeignKey("jobs.id"), nullable=False, index=True),
+    Column("event_id", Integer, ForeignKey("job_events.id"), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("give_up_after", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("locked_until", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("delivered_at", Float, nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_endpoint_event"),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_order", "endpoint_id", "job_id", "event_id"),
+)
+
+# Every HTTP attempt at a delivery.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(64), ForeignKey("webhook_deliveries.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("duration_s", Float, nullable=False),
+    Column("address", String(64), nullable=True),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Index("ix_webhook_attempts_delivery", "delivery_id", "id"),
+)
+
+# The secret that signs a tenant's per-request ``webhook_url`` deliveries.
+webhook_secrets = Table(
+    "webhook_secrets",
+    metadata,
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), primary_key=True),
+    Column("secret", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# How far the fan-out has read ``job_events`` (one row).
+webhook_cursor = Table(
+    "webhook_cursor",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("event_id", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )

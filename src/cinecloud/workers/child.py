@@ -58,6 +58,7 @@ from cinecloud.workers.messages import (
     to_dict,
 )
 from cinecloud.workers.renderer import RenderProcess, save_frames
+from cinecloud.workers.tracing import engine_spans
 
 if TYPE_CHECKING:
     from cinecloud.engine.parallel.ranks import RankGroup
@@ -195,8 +196,10 @@ class _EngineDone:
     dtype: str
     engine_s: float
     engine: dict[str, str]
+    spans: dict[str, list[float]]
 
-    def done(self, rendered: Rendered) -> Done:
+    def done(self, rendered: Rendered, now: float) -> Done:
+        """The job's Done; ``now`` (wall clock) is when its render ended."""
         return Done(
             job_id=rendered.job_id,
             files=rendered.files,
@@ -206,6 +209,7 @@ class _EngineDone:
             dtype=self.dtype,
             engine_s=self.engine_s,
             engine=self.engine,
+            spans={**self.spans, "render": [now - rendered.render_s, now]},
         )
 
 
@@ -363,8 +367,11 @@ class _Child:
         out_dir = job_dir(self._cfg.worker.work_dir, job.job_id)
         out_dir.mkdir(parents=True, exist_ok=True)
 
+        marks: dict[str, float] = {}  # when each stage's first step was reported
+
         def on_step(info: Any) -> None:
             at = self._wall()
+            marks.setdefault(info.stage, at)
             self.send(
                 Progress(job.job_id, info.stage, info.step, info.total_steps, info.elapsed_s, at)
             )
@@ -373,9 +380,9 @@ class _Child:
 
         if self.link is not None:
             self.link.run(job)  # the other ranks run it alongside
-        started = self._clock()
+        started, started_at = self._clock(), self._wall()
         result = loaded.runner.run(params, on_step, self.engine_cancel)
-        engine_s = self._clock() - started
+        engine_s, ended_at = self._clock() - started, self._wall()
         if self.should_cancel():
             return self._stopped(job)
         # The engine is free: "render" tells the parent so; the next job runs on the engine
@@ -389,6 +396,7 @@ class _Child:
             dtype=str(result.dtype),
             engine_s=engine_s,
             engine=dict(getattr(result, "engine", {})),
+            spans=engine_spans(started_at, marks.get("denoise"), ended_at, result.timings),
         )
         display_size = loaded.spec.defaults.display_size
         self._renderer.submit(
@@ -400,7 +408,7 @@ class _Child:
         """On the render reader thread: the job's Done (or Failed) goes to the parent."""
         engine = self._rendering.pop(result.job_id, None)
         if isinstance(result, Rendered) and engine is not None:
-            self.send(engine.done(result))
+            self.send(engine.done(result, self._wall()))
         elif isinstance(result, Failed):
             self.send(result)
 

@@ -156,11 +156,20 @@ class ControlPlaneClient:
             lease_ttl_s=float(data.get("lease_ttl_s", 30.0)),
         )
 
-    def heartbeat(self, worker_id: str, jobs: Iterable[HeldLease], status: str) -> HeartbeatReply:
-        body = {
+    def heartbeat(
+        self,
+        worker_id: str,
+        jobs: Iterable[HeldLease],
+        status: str,
+        gpus: list[dict[str, Any]] | None = None,
+    ) -> HeartbeatReply:
+        """Extend the held leases; ``gpus`` (the worker's NVML sample) goes along when given."""
+        body: dict[str, Any] = {
             "jobs": [{"job_id": j.job_id, "lease_id": j.lease_id} for j in jobs],
             "status": status,
         }
+        if gpus is not None:
+            body["gpus"] = gpus
         data = self._post(f"internal/v1/workers/{worker_id}/heartbeat", body, retry=HEARTBEAT_RETRY)
         return HeartbeatReply(
             cancel=tuple(str(j) for j in data.get("cancel", ())),
@@ -396,6 +405,7 @@ def _run_job(item: dict[str, Any]) -> RunJob:
             lease_ttl_s=float(item.get("lease_ttl_s", 30.0)),
             queued_at=None if item.get("queued_at") is None else float(item["queued_at"]),
             inputs={str(k): str(v) for k, v in (item.get("inputs") or {}).items()},
+            traceparent=str(item["traceparent"]) if item.get("traceparent") else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ControlPlaneError(200, "bad_response", f"malformed leased job: {exc!r}") from None

@@ -35,7 +35,7 @@ __all__ = ["DEFAULT_POOL", "LocalLauncher", "SupportsTotal", "worker_env"]
 
 log = logging.getLogger(__name__)
 
-_FORWARDED_SECTIONS = ("worker", "engine", "queue")
+_FORWARDED_SECTIONS = ("worker", "engine", "queue", "tracing")
 
 
 def _env_value(value: Any) -> str:

@@ -74,6 +74,8 @@ class RunJob:
     queued_at: float | None = None
     # Input files by role (e.g. "image") with signed URLs to fetch them from.
     inputs: dict[str, str] = field(default_factory=dict)
+    # W3C trace context of the job's trace (None: not traced); the worker's spans join it.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,8 @@ class Done:
     dtype: str
     engine_s: float
     engine: dict[str, str] = field(default_factory=dict)  # memory plan and speed settings
+    # When each stage ran: stage -> [start, end], wall-clock seconds (for the job's trace).
+    spans: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ from typing import Any
 
 from cinecloud.config import Config
 from cinecloud.telemetry import gpu_type_of
+from cinecloud.telemetry.gpu import GpuSample, sample_gpus
+from cinecloud.telemetry.tracing import setup_tracing
 from cinecloud.workers.checkpoints import CHECKPOINT_RETRY, CheckpointUploads
 from cinecloud.workers.child import job_dir
 from cinecloud.workers.client import (
@@ -72,6 +74,7 @@ from cinecloud.workers.progress import (
     progress_event,
     progress_percent,
 )
+from cinecloud.workers.tracing import trace_run
 
 __all__ = [
     "BUSY_POLL_S",
@@ -116,6 +119,8 @@ class _ActiveJob:
     sent: bool = False  # already handed to the child (a job leased ahead)
     throttle: EventThrottle = field(default_factory=EventThrottle)
     engine_done: bool = False  # its last denoising step is reported: the engine is nearly free
+    leased_at: float = 0.0  # wall clock, for its trace
+    load_span: tuple[float, float] | None = None  # the model load it waited for, if any
 
     def request_cancel(self, reason: str) -> None:
         if not self.cancel.is_set():
@@ -138,6 +143,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         make_client: Callable[[], ControlPlaneClient] | None = None,
+        gpus: Callable[[], list[GpuSample]] = sample_gpus,
     ) -> None:
         self._cfg = cfg
         self._stop = stop
@@ -150,6 +156,8 @@ class Worker:
         self._child: ChildProcess | None = None
         self._ready: Ready | None = None
         self._pending_load_s = 0.0
+        self._load_span: tuple[float, float] | None = None
+        self._gpus = gpus  # NVML, sent with each heartbeat
         self._events_paused_until = 0.0
         self._worker_id: str | None = None
         self._hb_interval_s = cfg.queue.heartbeat_interval_s
@@ -200,6 +208,7 @@ class Worker:
             if isinstance(msg, Ready):
                 log.info("engine ready: %s in %.2fs on %s", msg.models, msg.load_s, msg.device)
                 self._ready, self._pending_load_s = msg, msg.load_s
+                self._load_span = (self._wall() - msg.load_s, self._wall())
                 return True
             if isinstance(msg, Failed):
                 log.error("model load failed (%s): %s", msg.code, msg.message)
@@ -309,12 +318,13 @@ class Worker:
                 job, Failed(job.job_id, FailureCode.INPUT_UNAVAILABLE, str(exc), retryable=True)
             )
             return None
-        return _ActiveJob(job, path)
+        return _ActiveJob(job, path, leased_at=self._wall())
 
     def _run_active(self, active: _ActiveJob) -> None:
         job = active.job
         self._set_active(active)
         model_load, self._pending_load_s = self._pending_load_s, 0.0
+        active.load_span, self._load_span = self._load_span, None
         log.info("job %s (attempt %d) started", job.job_id, job.attempt)
         replace_child = False
         try:
@@ -327,6 +337,7 @@ class Worker:
                 self._deliver(active, result, model_load)
             elif isinstance(result, Failed):
                 self._report_failure(job, result)
+                trace_run(job, active.leased_at, self._wall(), {}, error=result.code)
             else:
                 log.info("job %s stopped: %s", job.job_id, active.reason or "canceled")
             stopping = self._stop.is_set() and active.reason in ("", _STOPPING)
@@ -495,7 +506,7 @@ class Worker:
         job = active.job
         try:
             self._send_event(active, "upload", 0, len(done.files), 0.0, self._wall())
-            started = self._clock()
+            started, upload_at = self._clock(), self._wall()
             stopping = functools.partial(self._stopping, active)
             artifacts = upload_files(self._client, self._uploads, job, done.files, stopping)
             upload_s = self._clock() - started
@@ -516,6 +527,10 @@ class Worker:
                 },
             )
             log.info("job %s completed", job.job_id)
+            spans = {**done.spans, "upload": [upload_at, upload_at + upload_s]}
+            if active.load_span is not None:
+                spans["model_load"] = list(active.load_span)
+            trace_run(job, active.leased_at, self._wall(), spans)
         except LeaseLost:
             log.info("job %s: lease lost during upload; dropped", job.job_id)
         except ControlPlaneError as exc:
@@ -554,7 +569,8 @@ class Worker:
         assert self._worker_id is not None
         held = [active.held for active in jobs]
         try:
-            reply = client.heartbeat(self._worker_id, held, "busy" if held else "idle")
+            gpus = [g.to_dict() for g in self._gpus()]
+            reply = client.heartbeat(self._worker_id, held, "busy" if held else "idle", gpus)
         except LeaseLost:
             for active in jobs:  # which lease went is not said: stop every job held
                 active.request_cancel("lease lost")
@@ -603,5 +619,6 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 def run_worker(cfg: Config, *, stop: threading.Event | None = None) -> int:
     """Run one worker until ``stop`` is set or SIGTERM/SIGINT arrives; the exit code."""
     stop = stop if stop is not None else threading.Event()
+    setup_tracing(cfg.tracing, "worker")
     with _stop_on_signals(stop):
         return Worker(cfg, stop).run()

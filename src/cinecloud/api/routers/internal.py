@@ -24,7 +24,9 @@ from cinecloud.api.views import artifact_url
 from cinecloud.delivery import SignatureExpired, SignatureInvalid, sign, verify
 from cinecloud.delivery.prewarm import prewarm_plan, warm
 from cinecloud.jobs import ArtifactRecord, JobRecord, LeaseLost, NotFound
+from cinecloud.jobs.timeline import queued_since
 from cinecloud.storage import InvalidKey, S3Store, blob_key, validate_content_type
+from cinecloud.telemetry.tracing import SpanRecord, record_span
 
 __all__ = ["router", "upload_router"]
 
@@ -46,9 +48,22 @@ class LeaseRef(BaseModel):
     lease_id: str
 
 
+class GpuStat(BaseModel):
+    """One GPU's NVML sample (``telemetry.gpu.GpuSample``)."""
+
+    index: int = Field(ge=0)
+    name: str = Field("", max_length=200)
+    uuid: str = Field("", max_length=100)
+    utilization: float = Field(ge=0, le=1)
+    memory_used: int = Field(ge=0)
+    memory_total: int = Field(ge=0)
+
+
 class Heartbeat(BaseModel):
     jobs: list[LeaseRef] = []
     status: str = "idle"
+    # None: the worker does not sample its GPUs (an older worker); []: it has none
+    gpus: list[GpuStat] | None = Field(None, max_length=64)
 
 
 class LeaseRequest(BaseModel):
@@ -122,7 +137,19 @@ def _run_job(state: AppState, job: JobRecord) -> dict[str, Any]:
         "inputs": inputs,
         "lease_ttl_s": state.cfg.queue.lease_ttl_s,
         "queued_at": job.created_at,
+        "traceparent": job.traceparent,
     }
+
+
+def _trace_queue_wait(job: JobRecord, since: float) -> None:
+    """The job's wait in the queue, as a span of its trace (recorded now, at the lease)."""
+    if job.traceparent and job.started_at is not None:
+        attrs: dict[str, str | int] = {
+            "cinecloud.job_id": job.id,
+            "cinecloud.attempt": job.attempts,
+        }
+        span = SpanRecord("queue_wait", since, job.started_at, attrs)
+        record_span(span, job.traceparent, kind="consumer")
 
 
 @router.post("/workers/register")
@@ -141,7 +168,8 @@ async def register(body: Register, state: State) -> dict[str, Any]:
 @router.post("/workers/{worker_id}/heartbeat")
 async def heartbeat(worker_id: str, body: Heartbeat, state: State) -> dict[str, Any]:
     ttl = state.cfg.queue.lease_ttl_s
-    known = await run_in_threadpool(state.workers.touch, worker_id, body.status)
+    gpus = None if body.gpus is None else {"gpus": [g.model_dump() for g in body.gpus]}
+    known = await run_in_threadpool(state.workers.touch, worker_id, body.status, gpus)
     if not known:
         raise ApiError(
             404, "worker_not_found", f"worker '{worker_id}' is not registered; register again"
@@ -180,6 +208,10 @@ async def lease(body: LeaseRequest, state: State) -> dict[str, Any]:
         await state.notifier.wait(min(remaining, 0.5))
     if jobs:
         await run_in_threadpool(state.workers.touch, body.worker_id, "busy")
+        for job in jobs:
+            if job.traceparent:
+                since = await run_in_threadpool(queued_since, state.jobs.engine, job)
+                _trace_queue_wait(job, since)
     return {"jobs": [_run_job(state, j) for j in jobs]}
 
 
@@ -349,9 +381,12 @@ async def complete(
     state.events.notify()
     state.metrics.completed.labels(model=done.model).inc()
     spot = "true" if bill.spot else "false"
-    state.metrics.gpu_seconds.labels(bill.gpu_type, spot).inc(body.gpu_seconds * bill.gpu_count)
+    state.metrics.billed_gpu_seconds.labels(bill.gpu_type, spot).inc(
+        body.gpu_seconds * bill.gpu_count
+    )
     state.metrics.dollars.labels(bill.gpu_type, spot).inc(bill.cost_usd)
     state.metrics.observe_timings(done.model, done.timings or {})
+    state.metrics.gpu_seconds.labels(model=done.model).inc(done.gpu_seconds or 0.0)
     if state.cfg.delivery.prewarm:
         background.add_task(_prewarm, state, done)
     return {"status": done.status}

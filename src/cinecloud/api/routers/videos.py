@@ -14,11 +14,20 @@ from starlette.datastructures import UploadFile
 from cinecloud.api.auth import Caller
 from cinecloud.api.errors import ApiError, video_not_found
 from cinecloud.api.images import read_input_image
+from cinecloud.api.routers.webhooks import add_request_webhook
 from cinecloud.api.schemas import DeletedVideo, ErrorBody, VideoCreate, VideoList, VideoObject
 from cinecloud.api.state import AppState, get_state
 from cinecloud.api.views import ARTIFACT_FOR_VARIANT, artifact_url, video_object
+from cinecloud.api.webhook_loop import check_webhook_url
 from cinecloud.engine.registry import ParamError, UnknownModel, resolve_params
-from cinecloud.jobs import InvalidTransition, JobRecord, NewJob, NotFound, ReusedIdempotencyKey
+from cinecloud.jobs import (
+    TERMINAL,
+    InvalidTransition,
+    JobRecord,
+    NewJob,
+    NotFound,
+    ReusedIdempotencyKey,
+)
 from cinecloud.jobs import request_hash as hash_request
 from cinecloud.scheduler import (
     InvalidDeadline,
@@ -27,6 +36,7 @@ from cinecloud.scheduler import (
     check_parallel,
     parse_cancel_after,
 )
+from cinecloud.telemetry.tracing import submit_span
 
 __all__ = ["router"]
 
@@ -250,14 +260,23 @@ async def create_video(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     cancel_after: Annotated[str | None, Header(max_length=100)] = None,
 ) -> JSONResponse:
-    body, reference = await _parse_create(request, state)
-    new = _new_job(state, caller.tenant_id, body, idempotency_key)
-    new.deadline_at = _deadline(state, cancel_after)
-    await _attach_image(state, new, reference)
-    try:
-        job, created = await run_in_threadpool(state.jobs.create_job, new)
-    except ReusedIdempotencyKey as exc:
-        raise ApiError(409, "idempotency_key_reused", str(exc), "Idempotency-Key") from None
+    # The job's trace starts here (or joins the caller's, given a traceparent header).
+    with submit_span("submit", request.headers.get("traceparent")) as span:
+        body, reference = await _parse_create(request, state)
+        new = _new_job(state, caller.tenant_id, body, idempotency_key)
+        new.deadline_at = _deadline(state, cancel_after)
+        if body.webhook_url is not None:
+            await check_webhook_url(state, body.webhook_url, "webhook_url")
+        await _attach_image(state, new, reference)
+        new.traceparent = span.traceparent
+        try:
+            job, created = await run_in_threadpool(state.jobs.create_job, new)
+        except ReusedIdempotencyKey as exc:
+            raise ApiError(409, "idempotency_key_reused", str(exc), "Idempotency-Key") from None
+        span.set("cinecloud.job_id", job.id)
+        span.set("cinecloud.model", job.model)
+        if created and body.webhook_url is not None:
+            await add_request_webhook(state, caller.tenant_id, job.id, body.webhook_url)
     if created:
         state.metrics.submitted.labels(model=job.model).inc()
         state.notifier.notify()
@@ -302,13 +321,14 @@ async def _remove_files(state: AppState, job: JobRecord) -> None:
 
 @router.delete("/{video_id}", response_model=DeletedVideo, responses=_ERRORS)
 async def delete_video(video_id: str, caller: Caller, state: State) -> JSONResponse:
+    before = await _get(state, video_id, caller.tenant_id)
     try:
         job = await run_in_threadpool(state.jobs.delete_job, video_id, caller.tenant_id)
     except NotFound:
         raise video_not_found(video_id) from None
     await _remove_files(state, job)
     state.events.notify()
-    if job.status == "canceled":
+    if job.status == "canceled" and before.status not in TERMINAL:  # canceled by this delete
         state.metrics.canceled.labels(model=job.model).inc()
     return JSONResponse({"id": job.id, "object": "video.deleted", "deleted": True})
 
