@@ -180,6 +180,9 @@ class WorkerConfig:
     parallel: str = ""
     # How long a collective between the ranks may wait before the job fails (retryable).
     parallel_timeout_s: float = 30.0
+    # A preview image of the run goes with a progress event this often while it
+    # denoises (workers.preview); 0 turns previews off.
+    preview_interval_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,7 @@ class _Worker(BaseModel):
     runner_factory: str = ""
     parallel: str = ""
     parallel_timeout_s: float = Field(30.0, gt=0)
+    preview_interval_s: float = Field(1.0, ge=0)
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -443,5 +447,6 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             runner_factory=s.worker.runner_factory,
             parallel=s.worker.parallel,
             parallel_timeout_s=s.worker.parallel_timeout_s,
+            preview_interval_s=s.worker.preview_interval_s,
         ),
     )

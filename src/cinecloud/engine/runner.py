@@ -60,6 +60,9 @@ class StepInfo:
     step: int  # 0 before the first step, then 1..total_steps
     total_steps: int
     elapsed_s: float  # since the denoise stage began
+    # A cheap image (H, W, 3) uint8 of the run so far, made only when called (and only
+    # from within on_step); None where the family has no preview.
+    preview: Callable[[], np.ndarray | None] | None = None
 
 
 @dataclass
@@ -412,9 +415,10 @@ class Runner:
         timings["text_encode"] = clock() - start
 
         start = clock()
+        preview = getattr(family, "preview", None)
 
         def step(k: int) -> None:
-            on_step(StepInfo("denoise", k, total, clock() - start))
+            on_step(StepInfo("denoise", k, total, clock() - start, preview if k else None))
             if should_cancel():
                 raise Cancelled(k, total)
 

@@ -53,6 +53,7 @@ from cinecloud.workers.messages import (
     from_dict,
     to_dict,
 )
+from cinecloud.workers.preview import PreviewMaker
 from cinecloud.workers.renderer import RenderProcess, save_frames
 
 if TYPE_CHECKING:
@@ -347,10 +348,15 @@ class _Child:
         out_dir = job_dir(self._cfg.worker.work_dir, job.job_id)
         out_dir.mkdir(parents=True, exist_ok=True)
 
+        previews = PreviewMaker(self._cfg.worker.preview_interval_s, self._clock)
+
         def on_step(info: Any) -> None:
             at = self._wall()
+            preview = previews.take(info.step, info.total_steps, getattr(info, "preview", None))
             self.send(
-                Progress(job.job_id, info.stage, info.step, info.total_steps, info.elapsed_s, at)
+                Progress(
+                    job.job_id, info.stage, info.step, info.total_steps, info.elapsed_s, at, preview
+                )
             )
 
         if self.link is not None:

@@ -23,6 +23,7 @@ __all__ = [
     "PipelineFamily",
     "check_frames",
     "check_size",
+    "latent_preview",
     "require_image",
     "step_callback",
     "to_uint8_frames",
@@ -52,14 +53,40 @@ def check_size(params: GenerationParams, multiple: int, *, label: str) -> None:
         )
 
 
-def step_callback(on_step: Callable[[int], None]) -> Callable[..., dict[str, Any]]:
-    """A ``callback_on_step_end`` that reports the k-th finished step as ``on_step(k)``."""
+def step_callback(
+    on_step: Callable[[int], None], keep: Callable[[Any], None] | None = None
+) -> Callable[..., dict[str, Any]]:
+    """A ``callback_on_step_end`` that reports the k-th finished step as ``on_step(k)``;
+    ``keep`` is first handed the step's latents (a reference, no copy) when the pipeline
+    passes them."""
 
-    def step_end(_pipe: Any, i: int, _t: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
+    def step_end(_pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if keep is not None and "latents" in kwargs:
+            keep(kwargs["latents"])
         on_step(i + 1)
         return {}
 
     return step_end
+
+
+def latent_preview(latents: torch.Tensor, layout: str) -> np.ndarray:
+    """A rough RGB image (H, W, 3) uint8 of the middle frame of ``latents``: the first
+    three latent channels, each stretched to 0..255. It costs one small slice and no VAE;
+    the colours are false, the layout and motion are the model's. ``layout`` is
+    ``"BCFHW"`` or ``"BFCHW"``."""
+    if layout == "BCFHW":
+        frame = latents[0, :3, latents.shape[2] // 2]
+    elif layout == "BFCHW":
+        frame = latents[0, latents.shape[1] // 2, :3]
+    else:
+        raise ValueError(f"unknown latent layout {layout!r}")
+    x = frame.detach().float().cpu()
+    if x.shape[0] < 3:  # fewer channels than colours: grey
+        x = x[:1].expand(3, -1, -1)
+    lo = x.amin(dim=(1, 2), keepdim=True)
+    span = (x.amax(dim=(1, 2), keepdim=True) - lo).clamp_min(1e-6)
+    rgb = ((x - lo) / span * 255.0).round().to(torch.uint8).permute(1, 2, 0)
+    return np.ascontiguousarray(rgb.numpy())
 
 
 def to_uint8_frames(frames: Any) -> np.ndarray:
@@ -95,10 +122,24 @@ class PipelineFamily(Generic[PipeT]):
     label: str
     pipeline_class: Any
     max_sequence_length: int  # for the families that encode text
+    # How the latents the step callback sees are laid out, for :meth:`preview`; None:
+    # no preview (LTX's latents are a packed token sequence).
+    latent_layout: str | None = "BCFHW"
 
     def __init__(self) -> None:
         self._pipe: PipeT | None = None
         self._device = torch.device("cpu")
+        self._latest: Any = None  # the latents after the last finished step
+
+    def _keep_latents(self, latents: Any) -> None:
+        self._latest = latents
+
+    def preview(self) -> np.ndarray | None:
+        """A cheap image (H, W, 3) uint8 of the run's current state, or None: called by
+        the worker every so often during denoising, never on its own."""
+        if self._latest is None or self.latent_layout is None:
+            return None
+        return latent_preview(self._latest, self.latent_layout)
 
     # ------------------------------------------------------------ load
 
@@ -198,6 +239,7 @@ class PipelineFamily(Generic[PipeT]):
         the pipeline's output is returned as it comes, after a device sync.
         """
         generator = torch.Generator(self._device).manual_seed(params.seed)
+        self._latest = None
         with torch.inference_mode():
             output = self.pipe(  # type: ignore[operator]
                 *args,
@@ -208,8 +250,8 @@ class PipelineFamily(Generic[PipeT]):
                 generator=generator,
                 output_type="latent",
                 return_dict=False,
-                callback_on_step_end=step_callback(on_step),
-                callback_on_step_end_tensor_inputs=[],
+                callback_on_step_end=step_callback(on_step, self._keep_latents),
+                callback_on_step_end_tensor_inputs=["latents"],
                 **kwargs,
             )
         self._sync()

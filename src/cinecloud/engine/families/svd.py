@@ -51,6 +51,7 @@ class StableVideoDiffusion(PipelineFamily[StableVideoDiffusionPipeline]):
 
     name = "svd"
     label = "svd"
+    latent_layout = "BFCHW"
     pipeline_class = StableVideoDiffusionPipeline
 
     def _check_shape(self, params: GenerationParams) -> None:
