@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from cinecloud.api.errors import install_error_handlers
 from cinecloud.api.routers import admin, events, health, internal, models, ops, videos
 from cinecloud.api.state import AppState
+from cinecloud.api.studio import install_studio
 from cinecloud.config import Config
 from cinecloud.delivery import create_origin_router
 from cinecloud.engine.registry import default_registry
@@ -133,4 +134,5 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     app.include_router(internal.upload_router)
     app.include_router(create_origin_router(st.store, secret=cfg.delivery.secret, clock=st.clock))
     app.include_router(ops.router)
+    install_studio(app)
     return app
