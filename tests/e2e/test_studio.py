@@ -5,6 +5,7 @@ and the operators' view. Screenshots go to ``test-artifacts/``."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -165,6 +166,41 @@ def test_cancel_mid_run_then_delete(page: Any, shapes_service: Service) -> None:
     expect(item).to_have_count(0)
     with svc.client() as client:
         assert client.get(f"/v1/videos/{video_id}").status_code == 404
+
+
+def test_an_image_to_video_request_sends_its_image(
+    page: Any, shapes_service: Service, tmp_path: Path
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    svc = shapes_service
+    image = tmp_path / "boat.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 64, 3), np.uint8)).save(image)
+    sign_in(page, svc, svc.admin_key)
+    page.select_option("#f-model", "cinecloud/tiny-wan-i2v")
+    expect(page.locator("#image-field")).to_be_visible()
+    page.fill("#f-prompt", "a paper boat drifting")
+    page.click("#submit")  # no image yet: the form itself refuses (the field is required)
+    expect(page.locator("#live")).to_be_hidden()
+    page.set_input_files("#f-image", str(image))
+    page.click("#submit")
+    live = page.locator("#live")
+    expect(live).to_have_attribute("data-status", "queued")  # no worker here serves it
+    video_id = live.get_attribute("data-video-id")
+    with svc.client() as client:
+        try:
+            video = client.get(f"/v1/videos/{video_id}").json()
+            assert (video["model"], video["prompt"]) == (
+                "cinecloud/tiny-wan-i2v",
+                "a paper boat drifting",
+            )
+            # the image arrived as input_reference, byte for byte
+            digest = hashlib.sha256(image.read_bytes()).hexdigest()
+            assert list((svc.home / "blobs").rglob(f"in/{digest}.png")), "input image not stored"
+        finally:
+            client.post(f"/v1/videos/{video_id}/cancel")
+    expect(live).to_have_attribute("data-status", "canceled")
 
 
 def test_ops_view_lists_the_worker_for_admins_only(

@@ -22,11 +22,13 @@ export class CreateView {
 
   async load() {
     const list = await this.api.get("/v1/models");
-    this.models = list.data;
+    // installed here first; the others stay selectable, since workers elsewhere may
+    // have their weights
+    this.models = [...list.data].sort((a, b) => Number(b.installed) - Number(a.installed));
     const select = document.getElementById("f-model");
     const options = this.models.map((m) =>
-      el("option", { value: m.id, selected: m.default, disabled: !m.installed },
-        m.id + (m.default ? " (default)" : "") + (m.installed ? "" : " (not installed)")));
+      el("option", { value: m.id, selected: m.default },
+        m.id + (m.default ? " (default)" : "") + (m.installed ? "" : " (not installed on the server)")));
     fill(select, options);
     this.showModel();
   }
