@@ -114,3 +114,26 @@ def test_generate_shows_stage_step_and_eta(
     assert "completed" in stages
     assert out.read_bytes()[4:8] == b"ftyp"  # an MP4
     assert result.stdout.strip().startswith(f"{shapes_service.url}/cdn/")
+
+
+def test_top_redraws_until_interrupted(shapes_service: Service) -> None:
+    import io
+
+    from rich.console import Console
+
+    from cinecloud.cli.ops import run_top
+
+    naps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 3:
+            raise KeyboardInterrupt
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=160)
+    with shapes_service.client() as client, pytest.raises(KeyboardInterrupt):
+        run_top(client, console, interval_s=0.5, once=False, sleep=sleep)
+    assert naps == [0.5, 0.5, 0.5]
+    # the first screen, two redraws and the last one left on screen, each with the worker
+    assert screen.getvalue().count("local-1") == 4

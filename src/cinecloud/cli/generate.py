@@ -65,6 +65,8 @@ def _describe(ev: SseEvent) -> str:
     d = ev.data
     stage = d.get("stage") or ev.type
     text = f"{stage}"
+    if d.get("queue_position") is not None:
+        text += f" #{int(d['queue_position']) + 1}"
     if d.get("total_steps"):
         text += f" {d.get('step', 0)}/{d['total_steps']}"
     if d.get("eta_s") is not None:
@@ -113,14 +115,14 @@ class _Display:
 
     def queued(self, video: dict[str, Any]) -> None:
         position = video.get("queue_position")
-        stage = "queued" if position is None else f"queued #{position + 1}"
-        self.show(SseEvent(0, "queued", {"stage": stage, "eta_s": video.get("eta_s")}))
+        self.show(SseEvent(0, "queued", {"stage": "queued", "queue_position": position}))
 
     def show(self, ev: SseEvent) -> None:
         d = ev.data
         stage = str(d.get("stage") or ev.type)
         step, total = int(d.get("step") or 0), int(d.get("total_steps") or 0)
-        fields: dict[str, Any] = {"stage": stage, "step": f"{step}/{total}" if total else ""}
+        label = stage if d.get("queue_position") is None else f"{stage} #{d['queue_position'] + 1}"
+        fields: dict[str, Any] = {"stage": label, "step": f"{step}/{total}" if total else ""}
         if "eta_s" in d:
             fields.update(eta=d["eta_s"], eta_seen=time.monotonic())
         if ev.type == "completed":
