@@ -209,7 +209,8 @@ def test_ops_view_lists_the_worker_for_admins_only(
     svc = shapes_service
     with svc.client() as client:  # a finished job, so the charts have a point
         job = client.post("/v1/videos", json={"prompt": PROMPT, "steps": 4, "seed": 7}).json()
-        autoscaler = client.get("/v1/admin/autoscaler").status_code
+        scaler = client.get("/v1/admin/autoscaler")
+        autoscaler_off = scaler.status_code == 404 or scaler.json().get("enabled") is False
     assert wait_done(svc, job["id"])["status"] == "completed"
 
     sign_in(page, svc, svc.admin_key)
@@ -220,9 +221,32 @@ def test_ops_view_lists_the_worker_for_admins_only(
     expect(page.locator("#ops-latency canvas")).to_have_count(1)
     expect(page.locator("#ops-throughput canvas")).to_have_count(1)
     expect(page.locator("#ops-cost tr[data-model='cinecloud/shapes-t2v']")).to_be_visible()
-    if autoscaler == 404:
+    if autoscaler_off:
         expect(page.locator("#ops-autoscaler")).to_have_text("autoscaler off")
     page.screenshot(path=ARTIFACTS / "studio-ops.png", full_page=True)
+    # an autoscaler's answer (the shape GET /v1/admin/autoscaler gives when one runs)
+    decision = {
+        "pool": "cinecloud/shapes-t2v",
+        "at": time.time(),
+        "desired": 2,
+        "previous": 1,
+        "on_demand": 1,
+        "spot": 1,
+        "target": 2,
+        "reason": "backlog",
+        "observed": {"queued": 5, "in_flight": 1, "workers": 1},
+    }
+    answer = {
+        "object": "autoscaler",
+        "enabled": True,
+        "launcher": "local",
+        "pools": [decision],
+        "decisions": [decision],
+    }
+    page.route("**/v1/admin/autoscaler", lambda route: route.fulfill(json=answer))
+    scaler_view = page.locator("#ops-autoscaler [data-autoscaler=on]")
+    expect(scaler_view).to_contain_text("1 → 2")  # at the next refresh
+    expect(scaler_view).to_contain_text("backlog")
 
     page.click("#sign-out")
     sign_in(page, svc, user_key)

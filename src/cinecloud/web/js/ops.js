@@ -143,20 +143,38 @@ export class OpsView {
     try {
       body = await this.api.get("/v1/admin/autoscaler");
     } catch (err) {
-      fill(box, el("p", { class: "muted", dataset: { autoscaler: "off" } },
-        err.status === 404 ? "autoscaler off" : `autoscaler off (${err.code})`));
+      fill(box, off(err.status === 404 ? "" : ` (${err.code})`));
+      return;
+    }
+    if (body.enabled === false) {
+      fill(box, off(""));
       return;
     }
     const rows = Array.isArray(body) ? body : body.decisions ?? body.data ?? [];
+    const pools = (body.pools ?? []).map((d) => el("div", { dataset: { pool: d.pool } },
+      el("b", {}, d.pool), `: ${d.desired} worker(s)`, d.reason ? ` · ${d.reason}` : ""));
+    const head = el("p", { class: "muted" },
+      `on${body.launcher ? ` (${body.launcher} launcher)` : ""}`, pools);
     if (!rows.length) {
-      fill(box, el("p", { class: "muted", dataset: { autoscaler: "on" } }, "No decision yet."));
+      fill(box, el("div", { dataset: { autoscaler: "on" } }, head, el("p", { class: "muted" }, "No decision yet.")));
       return;
     }
-    const keys = Object.keys(rows[0]).slice(0, 6);
-    fill(box, el("table", { dataset: { autoscaler: "on" } },
+    const decision = "pool" in rows[0] && "desired" in rows[0];
+    const keys = decision ? ["at", "pool", "change", "reason", "queued", "workers"] : Object.keys(rows[0]).slice(0, 6);
+    const value = (r, k) => {
+      if (!decision) return r[k];
+      if (k === "change") return `${r.previous ?? "?"} → ${r.desired}`;
+      if (k === "queued" || k === "workers") return r.observed?.[k];
+      return r[k];
+    };
+    fill(box, el("div", { dataset: { autoscaler: "on" } }, head, el("table", {},
       el("tr", {}, keys.map((k) => el("th", {}, k))),
-      rows.slice(-12).reverse().map((r) => el("tr", {}, keys.map((k) => el("td", {}, cell(r[k])))))));
+      rows.slice(0, 12).map((r) => el("tr", {}, keys.map((k) => el("td", {}, cell(value(r, k)))))))));
   }
+}
+
+function off(note) {
+  return el("p", { class: "muted", dataset: { autoscaler: "off" } }, `autoscaler off${note}`);
 }
 
 function gpuText(w) {
