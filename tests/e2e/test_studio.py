@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,6 +139,13 @@ def test_submit_shows_progress_and_previews_then_plays_hls_and_mp4(
     assert "/cdn/" in (detail.locator("a.poster").get_attribute("href") or "")
     for stage in ("queue_wait", "denoise", "render", "upload"):
         expect(detail.locator(f".bar-row[data-stage={stage}]")).to_be_visible()
+
+    # an HLS ladder that cannot load: the player falls back to the MP4
+    page.route("**/hls/master.m3u8*", lambda route: route.fulfill(status=404))
+    page.locator(f"#videos li[data-video-id={detail.get_attribute('data-video-id')}]").click()
+    failed = re.compile("networkError")
+    expect(page.locator("#detail video")).to_have_attribute("data-error", failed)
+    playing(page, "mp4")
 
 
 def test_cancel_mid_run_then_delete(page: Any, shapes_service: Service) -> None:

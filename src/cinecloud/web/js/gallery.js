@@ -97,7 +97,9 @@ export class GalleryView {
     if (mode === "hls" && Hls.isSupported()) {
       const hls = new Hls();
       hls.on(Hls.Events.ERROR, (_e, data) => {
-        if (data.fatal) media.dataset.error = `${data.type}: ${data.details}`;
+        if (!data.fatal) return;
+        media.dataset.error = `${data.type}: ${data.details}`;
+        if (outputs.video) this.play(media, outputs, "mp4", buttons); // fall back to the MP4
       });
       hls.loadSource(outputs.hls);
       hls.attachMedia(media);
