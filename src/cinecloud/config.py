@@ -230,6 +230,9 @@ class WorkerConfig:
     # On SIGTERM (a spot notice): how long the job in hand may take to reach a step
     # boundary, checkpoint and upload it before the engine is killed.
     preempt_grace_s: float = 60.0
+    # A preview image of the run goes with a progress event this often while it
+    # denoises (workers.preview); 0 turns previews off.
+    preview_interval_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -427,6 +430,7 @@ class _Worker(BaseModel):
     gpu_type: str = Field("", max_length=100)
     checkpoint_every: int = Field(5, ge=0)
     preempt_grace_s: float = Field(60.0, gt=0)
+    preview_interval_s: float = Field(1.0, ge=0)
 
 
 class _Tracing(BaseModel):
@@ -578,6 +582,7 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             gpu_type=s.worker.gpu_type,
             checkpoint_every=s.worker.checkpoint_every,
             preempt_grace_s=s.worker.preempt_grace_s,
+            preview_interval_s=s.worker.preview_interval_s,
         ),
         tracing=TracingConfig(**s.tracing.model_dump()),
         webhooks=WebhookConfig(

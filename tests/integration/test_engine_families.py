@@ -120,6 +120,28 @@ def test_cancel_after_step_one(case: Case, runners: dict[str, Runner], image_pat
     assert (info.value.step, info.value.total_steps) == (1, 2)
 
 
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_a_preview_of_the_run_while_it_denoises(
+    case: Case, runners: dict[str, Runner], image_path: str
+) -> None:
+    previews: list[np.ndarray | None] = []
+
+    def on_step(info: StepInfo) -> None:
+        if info.step >= 1:
+            assert info.preview is not None
+            previews.append(info.preview())
+
+    runners[case.name].run(params(case, image_path), on_step, lambda: False)
+    if case.name.startswith("ltx"):  # packed latents: no cheap preview
+        assert previews == [None, None]
+        return
+    first, last = previews
+    assert first is not None and last is not None
+    assert first.dtype == np.uint8 and first.ndim == 3 and first.shape[2] == 3
+    assert first.shape == last.shape and not np.array_equal(first, last)
+    assert first.min() == 0 and first.max() == 255  # each latent channel stretched
+
+
 def test_same_seed_same_frames(runners: dict[str, Runner], image_path: str) -> None:
     case = CASES[0]
     p = params(case, image_path, seed=7)

@@ -418,3 +418,32 @@ def test_a_jobs_files_upload_together(launch: Launch, cp: FakeControlPlane) -> N
     result = result_of(cp, job_id)
     assert 9 <= len(result["artifacts"]) <= UPLOAD_THREADS
     assert 0.5 <= result["timings"]["upload"] < 1.0, result["timings"]
+
+
+def test_progress_events_carry_preview_frames(launch: Launch, cp: FakeControlPlane) -> None:
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from cinecloud.engine.registry import GenerationParams
+    from cinecloud.testing.fake_runner import fake_frames
+
+    launch(FAST)  # 20 ms a step: the first step and the last get a preview (1 s apart)
+    job_id = cp.submit(PARAMS)
+    assert cp.wait_for(lambda: cp.job(job_id).status == "completed", timeout=30)
+    previews = [e for e in cp.job(job_id).events if "preview" in e]
+    steps = [e["step"] for e in previews]
+    assert {e["stage"] for e in previews} == {"denoise"}
+    # (a slow machine may fit one more in between)
+    assert steps[0] == 1 and steps[-1] == PARAMS["steps"] and steps == sorted(set(steps))
+    head, _, data = previews[-1]["preview"].partition(",")
+    assert head == "data:image/jpeg;base64"
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"), np.int16)
+    # the engine's middle frame, through JPEG (its sharp wrap-arounds cost some accuracy)
+    expected = fake_frames(GenerationParams(**PARAMS))[PARAMS["num_frames"] // 2]
+    assert image.shape == expected.shape
+    assert np.abs(image - expected.astype(np.int16)).mean() < 16
+    other = fake_frames(GenerationParams(**{**PARAMS, "seed": 1}))[PARAMS["num_frames"] // 2]
+    assert np.abs(image - other.astype(np.int16)).mean() > 60  # another video's is far off

@@ -22,11 +22,13 @@ from cinecloud.api.routers import (
     health,
     internal,
     models,
+    ops,
     usage,
     videos,
     webhooks,
 )
 from cinecloud.api.state import AppState
+from cinecloud.api.studio import install_studio
 from cinecloud.api.tracing import fastapi_telemetry
 from cinecloud.api.webhook_loop import webhook_loop
 from cinecloud.config import Config
@@ -197,4 +199,6 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     app.include_router(checkpoints.router)
     app.include_router(webhooks.router)
     app.include_router(create_origin_router(st.store, secret=cfg.delivery.secret, clock=st.clock))
+    app.include_router(ops.router)
+    install_studio(app)
     return app

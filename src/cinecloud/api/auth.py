@@ -12,7 +12,7 @@ from cinecloud.api.errors import ApiError
 from cinecloud.api.state import AppState, get_state
 from cinecloud.jobs import ApiKeyRecord
 
-__all__ = ["Caller", "WorkerAuth", "require_key", "require_worker"]
+__all__ = ["Admin", "Caller", "WorkerAuth", "require_admin", "require_key", "require_worker"]
 
 
 def _bearer(request: Request) -> str:
@@ -55,3 +55,13 @@ async def require_worker(request: Request, state: Annotated[AppState, Depends(ge
 
 Caller = Annotated[ApiKeyRecord, Depends(require_key)]
 WorkerAuth = Depends(require_worker)
+
+
+async def require_admin(caller: Caller) -> ApiKeyRecord:
+    """The caller's key, which must be an admin key (operators' endpoints)."""
+    if not caller.is_admin:
+        raise ApiError(403, "admin_required", "this endpoint needs an admin API key")
+    return caller
+
+
+Admin = Annotated[ApiKeyRecord, Depends(require_admin)]

@@ -131,6 +131,8 @@ class ModelObject(BaseModel):
     default: bool
     defaults: dict[str, Any]
     limits: dict[str, Any]
+    # whether a request sends an image (input_reference): "none", "optional" or "required"
+    input_image: str = "none"
 
 
 class ModelList(BaseModel):

@@ -1,8 +1,10 @@
-"""``cinecloud generate``: submit, follow the job's events with a progress bar, download."""
+"""``cinecloud generate``: submit, follow the job's events (stage, step and ETA, live),
+download."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +12,15 @@ from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 __all__ = ["GenerateError", "SseEvent", "generate", "iter_sse"]
 
@@ -55,6 +65,8 @@ def _describe(ev: SseEvent) -> str:
     d = ev.data
     stage = d.get("stage") or ev.type
     text = f"{stage}"
+    if d.get("queue_position") is not None:
+        text += f" #{int(d['queue_position']) + 1}"
     if d.get("total_steps"):
         text += f" {d.get('step', 0)}/{d['total_steps']}"
     if d.get("eta_s") is not None:
@@ -62,36 +74,91 @@ def _describe(ev: SseEvent) -> str:
     return text
 
 
-def _follow(client: httpx.Client, video_id: str) -> str:
-    """Follow the event stream to the end; returns the final status."""
+class _EtaColumn(ProgressColumn):
+    """The server's ETA, counted down between its events."""
+
+    def render(self, task: Task) -> Text:
+        eta, seen = task.fields.get("eta"), task.fields.get("eta_seen")
+        if eta is None or seen is None:
+            return Text("ETA -", style="progress.remaining")
+        left = max(0.0, float(eta) - (time.monotonic() - float(seen)))
+        return Text(f"ETA {left:.1f}s", style="progress.remaining")
+
+
+class _Display:
+    """The job's stage, step and ETA as they happen: a live bar on a terminal, else
+    (logs, pipes) one line per stage and per quarter of the denoising steps."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live = console.is_terminal
+        self._bar = Progress(
+            TextColumn("{task.fields[stage]:<11}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[step]:>7}"),
+            _EtaColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._task = self._bar.add_task("", total=100, stage="queued", step="", eta=None)
+        self._said: tuple[str, int] | None = None
+
+    def __enter__(self) -> _Display:
+        if self.live:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self._bar.stop()
+
+    def queued(self, video: dict[str, Any]) -> None:
+        position = video.get("queue_position")
+        self.show(SseEvent(0, "queued", {"stage": "queued", "queue_position": position}))
+
+    def show(self, ev: SseEvent) -> None:
+        d = ev.data
+        stage = str(d.get("stage") or ev.type)
+        step, total = int(d.get("step") or 0), int(d.get("total_steps") or 0)
+        label = stage if d.get("queue_position") is None else f"{stage} #{d['queue_position'] + 1}"
+        fields: dict[str, Any] = {"stage": label, "step": f"{step}/{total}" if total else ""}
+        if "eta_s" in d:
+            fields.update(eta=d["eta_s"], eta_seen=time.monotonic())
+        if ev.type == "completed":
+            fields.update(stage="done", eta=0.0, eta_seen=time.monotonic())
+        completed = 100 if ev.type == "completed" else d.get("progress")
+        self._bar.update(self._task, completed=completed, **fields)
+        if not self.live:
+            self._line(ev, stage, step, total)
+
+    def _line(self, ev: SseEvent, stage: str, step: int, total: int) -> None:
+        quarter = 4 * step // total if total else -1
+        said = (stage, quarter if stage == "denoise" else -1)
+        if said != self._said:
+            self._said = said
+            self.console.print(_describe(ev) if ev.type != "completed" else "completed")
+
+
+def _follow(client: httpx.Client, video: dict[str, Any]) -> str:
+    """Follow the event stream to the end, showing it; returns the final status."""
     last = 0
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("queued", total=100)
+    with _Display(console) as display:
+        display.queued(video)
         for _attempt in range(20):
             try:
                 headers = {"Last-Event-ID": str(last)} if last else {}
                 with client.stream(
                     "GET",
-                    f"/v1/videos/{video_id}/events",
+                    f"/v1/videos/{video['id']}/events",
                     headers=headers,
                     timeout=httpx.Timeout(10, read=60),
                 ) as resp:
                     _raise_for(resp)
                     for ev in iter_sse(resp.iter_lines()):
                         last = ev.id
-                        if "progress" in ev.data:
-                            bar.update(task, completed=int(ev.data["progress"]))
-                        bar.update(task, description=_describe(ev))
+                        display.show(ev)
                         if ev.type in _FINAL:
-                            if ev.type == "completed":
-                                bar.update(task, completed=100)
                             return ev.type
             except (httpx.TransportError, httpx.RemoteProtocolError):
                 continue
@@ -123,7 +190,7 @@ def generate(server: str, api_key: str, body: dict[str, Any], out: Path) -> dict
             f"{video['num_frames']} frames, seed {video['seed']})",
             soft_wrap=True,
         )
-        status = _follow(client, video["id"])
+        status = _follow(client, video)
         video = client.get(f"/v1/videos/{video['id']}").json()
         if status != "completed":
             err = video.get("error") or {}

@@ -300,6 +300,55 @@ def generate(
     typer.echo(video["outputs"]["video"])
 
 
+def _ops_client(server: str | None, api_key: str | None, config: Path | None) -> Any:
+    """An HTTP client for the server (``--server`` or the configured one) with the key
+    (``--api-key``, ``CINECLOUD_API_KEY`` or the saved admin key)."""
+    import httpx
+
+    cfg = _cfg(config)
+    key = api_key or _saved_key(cfg)
+    if not key:
+        raise _fail("no API key: pass --api-key or set CINECLOUD_API_KEY (an admin key)", 2)
+    url = server or cfg.worker.server_url
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+
+ServerOpt = Annotated[str | None, typer.Option(help="control plane URL")]
+KeyOpt = Annotated[str | None, typer.Option(envvar="CINECLOUD_API_KEY", help="an admin API key")]
+
+
+@app.command()
+def status(server: ServerOpt = None, api_key: KeyOpt = None, config: ConfigOpt = None) -> None:
+    """Server health, the queue by model and priority, and the workers."""
+    from cinecloud.cli.ops import OpsError, fetch_snapshot, render_snapshot
+
+    with _ops_client(server, api_key, config) as client:
+        try:
+            out.print(render_snapshot(fetch_snapshot(client)))
+        except OpsError as exc:
+            raise _fail(str(exc)) from None
+
+
+@app.command()
+def top(
+    server: ServerOpt = None,
+    api_key: KeyOpt = None,
+    interval: Annotated[float, typer.Option(min=0.2, help="seconds between refreshes")] = 1.0,
+    once: Annotated[bool, typer.Option(help="draw one screen and exit")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """A live view of the queue and the workers (Ctrl-C to leave)."""
+    from cinecloud.cli.ops import OpsError, run_top
+
+    with _ops_client(server, api_key, config) as client:
+        try:
+            run_top(client, out, interval_s=interval, once=once)
+        except OpsError as exc:
+            raise _fail(str(exc)) from None
+        except KeyboardInterrupt:
+            pass
+
+
 def _saved_key(cfg: Config) -> str | None:
     path = cfg.server.home / "admin-key"
     return path.read_text().strip() if path.is_file() else None

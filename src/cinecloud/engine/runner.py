@@ -64,6 +64,9 @@ class StepInfo:
     # After a step the loop can be saved: this returns its checkpoint bytes
     # (engine.checkpoint); None where it cannot (before the first step run here).
     checkpoint: Callable[[], bytes] | None = None
+    # A cheap image (H, W, 3) uint8 of the run so far, made only when called (and only
+    # from within on_step); None where the family has no preview.
+    preview: Callable[[], np.ndarray | None] | None = None
 
 
 @dataclass
@@ -422,10 +425,13 @@ class Runner:
         timings["text_encode"] = clock() - start
 
         start = clock()
+        preview = getattr(family, "preview", None)
 
         def step(k: int) -> None:
             snapshot = checkpoints.snapshot if checkpoints.available(k) else None
-            on_step(StepInfo("denoise", k, total, clock() - start, snapshot))
+            on_step(
+                StepInfo("denoise", k, total, clock() - start, snapshot, preview if k else None)
+            )
             if should_cancel():
                 raise Cancelled(k, total)
 

@@ -106,13 +106,18 @@ class FakeRunner:
         timings = {"text_encode": 0.0}
 
         start = clock()
+
+        def preview() -> np.ndarray:
+            frame: np.ndarray = fake_frames(params)[params.num_frames // 2]
+            return frame
+
         for k in range(total + 1):
             if k:
                 if self.step_s:
                     self._sleep(self.step_s)
                 if k == self.fail_at_step:
                     raise FakeEngineError(f"fake failure at step {k}/{total}")
-            on_step(StepInfo("denoise", k, total, clock() - start))
+            on_step(StepInfo("denoise", k, total, clock() - start, preview=preview if k else None))
             if should_cancel():
                 raise Cancelled(k, total)
         timings["denoise"] = clock() - start

@@ -57,6 +57,7 @@ from cinecloud.workers.messages import (
     from_dict,
     to_dict,
 )
+from cinecloud.workers.preview import PreviewMaker
 from cinecloud.workers.renderer import RenderProcess, save_frames
 from cinecloud.workers.tracing import engine_spans
 
@@ -368,12 +369,16 @@ class _Child:
         out_dir.mkdir(parents=True, exist_ok=True)
 
         marks: dict[str, float] = {}  # when each stage's first step was reported
+        previews = PreviewMaker(self._cfg.worker.preview_interval_s, self._clock)
 
         def on_step(info: Any) -> None:
             at = self._wall()
             marks.setdefault(info.stage, at)
+            preview = previews.take(info.step, info.total_steps, getattr(info, "preview", None))
             self.send(
-                Progress(job.job_id, info.stage, info.step, info.total_steps, info.elapsed_s, at)
+                Progress(
+                    job.job_id, info.stage, info.step, info.total_steps, info.elapsed_s, at, preview
+                )
             )
             self.should_cancel()  # a Preempt waiting on the pipe is seen at this boundary
             self._checkpoints.after_step(job.job_id, out_dir, info, self.preempting)

@@ -116,7 +116,8 @@ class Ready:
 @dataclass(frozen=True)
 class Progress:
     """One engine step of ``job_id`` (``stage`` is a worker-protocol stage name);
-    ``at`` is when it happened, in the child's wall-clock seconds (0: not said)."""
+    ``at`` is when it happened, in the child's wall-clock seconds (0: not said);
+    ``preview``, now and then, an image of the run so far."""
 
     job_id: str
     stage: str
@@ -124,6 +125,7 @@ class Progress:
     total_steps: int
     elapsed_s: float = 0.0
     at: float = 0.0
+    preview: str = ""  # a small JPEG data: URL of the run so far (workers.preview); "": none
 
 
 @dataclass(frozen=True)

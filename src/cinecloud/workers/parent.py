@@ -469,19 +469,30 @@ class Worker:
         return self._clock() + worker.preempt_grace_s
 
     def _forward(self, active: _ActiveJob, msg: Progress) -> None:
-        """Send the child's progress on as an event, as often as the job's throttle allows."""
-        if active.throttle.should_send(msg.stage, msg.step, msg.total_steps, self._clock()):
-            self._send_event(active, msg.stage, msg.step, msg.total_steps, msg.elapsed_s, msg.at)
+        """Send the child's progress on as an event, as often as the job's throttle allows
+        (a step that brings a preview always goes)."""
+        due = active.throttle.should_send(msg.stage, msg.step, msg.total_steps, self._clock())
+        if due or msg.preview:
+            self._send_event(
+                active, msg.stage, msg.step, msg.total_steps, msg.elapsed_s, msg.at, msg.preview
+            )
 
     def _is_next(self, job_id: str) -> bool:
         return self._next is not None and self._next.job.job_id == job_id
 
     def _send_event(
-        self, active: _ActiveJob, stage: str, step: int, total: int, elapsed_s: float, at: float
+        self,
+        active: _ActiveJob,
+        stage: str,
+        step: int,
+        total: int,
+        elapsed_s: float,
+        at: float,
+        preview: str = "",
     ) -> None:
         if self._clock() < self._events_paused_until:
             return
-        event = progress_event(stage, step, total, elapsed_s, at)
+        event = progress_event(stage, step, total, elapsed_s, at, preview)
         job = active.job
         try:
             cancel = self._client.events(job.job_id, job.lease_id, [event])

@@ -29,10 +29,16 @@ def progress_percent(stage: str, step: int, total_steps: int) -> int:
 
 
 def progress_event(
-    stage: str, step: int, total_steps: int, elapsed_s: float, at: float = 0.0
+    stage: str,
+    step: int,
+    total_steps: int,
+    elapsed_s: float,
+    at: float = 0.0,
+    preview: str = "",
 ) -> dict[str, Any]:
     """One worker-protocol progress event; ``at`` (wall-clock seconds, when the worker saw
-    it happen) goes with it when given, so a job's timeline does not depend on delivery."""
+    it happen) goes with it when given, so a job's timeline does not depend on delivery,
+    and so does a ``preview`` image (a ``data:`` URL, workers.preview)."""
     eta = None
     if stage == "denoise" and 0 < step <= total_steps:
         eta = round(elapsed_s / step * (total_steps - step), 3)
@@ -46,6 +52,8 @@ def progress_event(
     }
     if at > 0:
         event["at"] = round(at, 6)
+    if preview:
+        event["preview"] = preview
     return event
 
 

@@ -40,6 +40,7 @@ def _model(spec: ModelSpec, default_id: str) -> dict[str, Any]:
         "default": spec.id == default_id,
         "defaults": asdict(spec.defaults),
         "limits": asdict(spec.limits),
+        "input_image": spec.input_image,
     }
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "PipelineFamily",
     "check_frames",
     "check_size",
+    "latent_preview",
     "require_image",
     "step_callback",
     "to_uint8_frames",
@@ -56,20 +57,45 @@ def check_size(params: GenerationParams, multiple: int, *, label: str) -> None:
 
 
 def step_callback(
-    on_step: Callable[[int], None], checkpoints: DenoiseCheckpoints | None = None
+    on_step: Callable[[int], None],
+    checkpoints: DenoiseCheckpoints | None = None,
+    keep: Callable[[Any], None] | None = None,
 ) -> Callable[..., dict[str, Any]]:
     """A ``callback_on_step_end`` that reports the k-th finished step as ``on_step(k)``;
     with ``checkpoints``, k counts on from the step the run resumed after, and the
-    latents the step left are handed to them first."""
+    latents the step left are handed to them first; ``keep`` is handed the step's
+    latents too (a reference, no copy) when the pipeline passes them."""
     start = checkpoints.start if checkpoints is not None else 0
 
     def step_end(_pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if keep is not None and "latents" in kwargs:
+            keep(kwargs["latents"])
         if checkpoints is not None:
             checkpoints.step_end(start + i + 1, kwargs["latents"])
         on_step(start + i + 1)
         return {}
 
     return step_end
+
+
+def latent_preview(latents: torch.Tensor, layout: str) -> np.ndarray:
+    """A rough RGB image (H, W, 3) uint8 of the middle frame of ``latents``: the first
+    three latent channels, each stretched to 0..255. It costs one small slice and no VAE;
+    the colours are false, the layout and motion are the model's. ``layout`` is
+    ``"BCFHW"`` or ``"BFCHW"``."""
+    if layout == "BCFHW":
+        frame = latents[0, :3, latents.shape[2] // 2]
+    elif layout == "BFCHW":
+        frame = latents[0, latents.shape[1] // 2, :3]
+    else:
+        raise ValueError(f"unknown latent layout {layout!r}")
+    x = frame.detach().float().cpu()
+    if x.shape[0] < 3:  # fewer channels than colours: grey
+        x = x[:1].expand(3, -1, -1)
+    lo = x.amin(dim=(1, 2), keepdim=True)
+    span = (x.amax(dim=(1, 2), keepdim=True) - lo).clamp_min(1e-6)
+    rgb = ((x - lo) / span * 255.0).round().to(torch.uint8).permute(1, 2, 0)
+    return np.ascontiguousarray(rgb.numpy())
 
 
 def to_uint8_frames(frames: Any) -> np.ndarray:
@@ -107,12 +133,26 @@ class PipelineFamily(Generic[PipeT]):
     max_sequence_length: int  # for the families that encode text
     # The pipeline multiplies latents it is given by the scheduler's init_noise_sigma.
     scales_given_latents: ClassVar[bool] = False
+    # How the latents the step callback sees are laid out, for :meth:`preview`; None:
+    # no preview (LTX's latents are a packed token sequence).
+    latent_layout: str | None = "BCFHW"
 
     def __init__(self) -> None:
         self._pipe: PipeT | None = None
         self._device = torch.device("cpu")
         # Set by the runner for one run (engine.checkpoint): resume, and snapshot steps.
         self.checkpoints: DenoiseCheckpoints | None = None
+        self._latest: Any = None  # the latents after the last finished step
+
+    def _keep_latents(self, latents: Any) -> None:
+        self._latest = latents
+
+    def preview(self) -> np.ndarray | None:
+        """A cheap image (H, W, 3) uint8 of the run's current state, or None: called by
+        the worker every so often during denoising, never on its own."""
+        if self._latest is None or self.latent_layout is None:
+            return None
+        return latent_preview(self._latest, self.latent_layout)
 
     # ------------------------------------------------------------ load
 
@@ -216,6 +256,7 @@ class PipelineFamily(Generic[PipeT]):
         hooks: contextlib.AbstractContextManager[dict[str, Any]] = contextlib.nullcontext({})
         if ck is not None:
             hooks = ck.hooks(self.pipe, generator, self._device, scaled=self.scales_given_latents)
+        self._latest = None
         with hooks as resumed, torch.inference_mode():
             output = self.pipe(  # type: ignore[operator]
                 *args,
@@ -226,8 +267,8 @@ class PipelineFamily(Generic[PipeT]):
                 generator=generator,
                 output_type="latent",
                 return_dict=False,
-                callback_on_step_end=step_callback(on_step, ck),
-                callback_on_step_end_tensor_inputs=[] if ck is None else ["latents"],
+                callback_on_step_end=step_callback(on_step, ck, self._keep_latents),
+                callback_on_step_end_tensor_inputs=["latents"],
                 **resumed,
                 **kwargs,
             )

@@ -44,6 +44,7 @@ class CogVideoXT2V(PipelineFamily[CogVideoXPipeline]):
 
     name = "cogvideox-t2v"
     label = "cogvideox"
+    latent_layout = "BFCHW"
     pipeline_class = CogVideoXPipeline
     scales_given_latents = True  # its prepare_latents multiplies by init_noise_sigma
     max_sequence_length = 226

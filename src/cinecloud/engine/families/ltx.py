@@ -56,6 +56,7 @@ class LTXT2V(PipelineFamily[Any]):
 
     name = "ltx-t2v"
     label = "ltx-t2v"
+    latent_layout = None  # packed tokens: no cheap preview
     pipeline_class: Any = LTXPipeline
     max_sequence_length = 128
 

@@ -76,6 +76,18 @@ class ShapesT2V(PipelineFamily[ShapesT2VPipeline]):
             raise TypeError(f"expected a clip tensor from the pipeline, got {type(clips).__name__}")
         return clips
 
+    def preview(self) -> np.ndarray | None:
+        """The middle frame of the current clip: the model works in pixels, so the
+        pipeline's decode (a rescale) of one frame is the preview."""
+        clips = self._latest
+        if clips is None:
+            return None
+        middle = clips.shape[2] // 2
+        with torch.inference_mode():
+            frames = self.pipe.decode(clips[:1, :, middle : middle + 1], output_type="np")
+        frame: np.ndarray = to_uint8_frames(frames)[0]
+        return frame
+
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Clips to uint8 frames (T, H, W, 3) of the first (only) video."""
         with torch.inference_mode():

@@ -51,6 +51,7 @@ class StableVideoDiffusion(PipelineFamily[StableVideoDiffusionPipeline]):
 
     name = "svd"
     label = "svd"
+    latent_layout = "BFCHW"
     pipeline_class = StableVideoDiffusionPipeline
     scales_given_latents = True  # its prepare_latents multiplies by init_noise_sigma
 

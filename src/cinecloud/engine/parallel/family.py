@@ -109,6 +109,10 @@ class ParallelFamily:
     def decode(self, latents: Any) -> np.ndarray:
         return self.inner.decode(latents)
 
+    def preview(self) -> np.ndarray | None:
+        preview = getattr(self.inner, "preview", None)
+        return preview() if preview is not None else None
+
     def _check(self, params: GenerationParams) -> None:
         plan = self.ranks.plan
         if params.step_cache != "off":
