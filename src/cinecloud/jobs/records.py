@@ -128,6 +128,7 @@ class JobRecord:
     timings: dict[str, float] | None = None
     gpu_seconds: float | None = None
     engine: dict[str, Any] | None = None
+    qc: dict[str, Any] | None = None
     request_hash: str | None = None
     parallel: int | None = None
     artifacts: tuple[ArtifactRecord, ...] = field(default=())

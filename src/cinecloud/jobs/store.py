@@ -408,6 +408,7 @@ class JobStore:
         timings: dict[str, float],
         gpu_seconds: float,
         engine: dict[str, Any],
+        qc: dict[str, Any] | None = None,
     ) -> JobRecord:
         """Mark the job completed. A repeat by the same lease returns the job again."""
         with write_tx(self.engine) as conn:
@@ -452,6 +453,7 @@ class JobStore:
                     "timings": full,
                     "gpu_seconds": gpu_seconds,
                     "engine": engine,
+                    "qc": qc,
                     "lease_expires_at": None,
                     "eta_s": 0.0,
                 },

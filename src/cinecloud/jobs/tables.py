@@ -85,6 +85,7 @@ jobs = Table(
     Column("timings", JSON, nullable=True),
     Column("gpu_seconds", Float, nullable=True),
     Column("engine", JSON, nullable=True),
+    Column("qc", JSON, nullable=True),  # the quality gate's readings (render.qc)
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
     Index("ix_jobs_queue", "status", "priority", "created_at"),
     Index("ix_jobs_tenant_created", "tenant_id", "created_at"),

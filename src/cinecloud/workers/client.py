@@ -274,6 +274,7 @@ class ControlPlaneClient:
         gpu_seconds: float,
         seed: int,
         engine: dict[str, str],
+        qc: dict[str, Any] | None = None,
     ) -> str:
         body = {
             "lease_id": lease_id,
@@ -291,6 +292,7 @@ class ControlPlaneClient:
             "gpu_seconds": gpu_seconds,
             "seed": seed,
             "engine": engine,
+            "qc": qc or {},
         }
         return str(self._post(f"internal/v1/jobs/{job_id}/complete", body).get("status", ""))
 

@@ -47,6 +47,7 @@ class FailureCode:
     UPLOAD_FAILED = "upload_failed"
     INPUT_UNAVAILABLE = "input_unavailable"
     WORKER_CRASHED = "worker_crashed"
+    QC_FAILED = "qc_failed"  # the frames failed the quality gate (render.qc); never delivered
     # Never sent to the control plane: the child's acknowledgement of a Cancel.
     CANCELED = "canceled"
 
@@ -133,6 +134,7 @@ class Done:
     dtype: str
     engine_s: float
     engine: dict[str, str] = field(default_factory=dict)  # memory plan and speed settings
+    qc: dict[str, Any] = field(default_factory=dict)  # the quality gate's readings
 
 
 @dataclass(frozen=True)
@@ -158,15 +160,19 @@ class Render:
     out_dir: str
     fps: int
     display_size: tuple[int, int] | None = None
+    model: str = ""  # named in the file's provenance
 
 
 @dataclass(frozen=True)
 class Rendered:
-    """``job_id``'s files are written; ``render_s`` is how long that took."""
+    """``job_id``'s files are written; ``render_s`` is how long that took (``timings``:
+    its parts, e.g. ``qc`` and ``provenance``; ``qc``: the quality gate's readings)."""
 
     job_id: str
     files: tuple[OutputFile, ...]
     render_s: float
+    timings: dict[str, float] = field(default_factory=dict)
+    qc: dict[str, Any] = field(default_factory=dict)
 
 
 Message: TypeAlias = (

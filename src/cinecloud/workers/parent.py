@@ -463,6 +463,7 @@ class Worker:
                 gpu_seconds=done.engine_s,
                 seed=done.seed,
                 engine={"device": done.device, "dtype": done.dtype, **done.engine},
+                qc=done.qc,
             )
             log.info("job %s completed", job.job_id)
         except LeaseLost:

@@ -83,6 +83,7 @@ class Complete(BaseModel):
     gpu_seconds: float = Field(0.0, ge=0)
     seed: int | None = None
     engine: dict[str, Any] = {}
+    qc: dict[str, Any] = {}  # the quality gate's readings (render.qc)
 
 
 class Fail(BaseModel):
@@ -322,6 +323,7 @@ async def complete(
                 timings=body.timings,
                 gpu_seconds=body.gpu_seconds,
                 engine=body.engine,
+                qc=body.qc or None,
             )
         )
     except NotFound:
