@@ -27,6 +27,7 @@ Recorded on every job, failing nothing:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -100,16 +101,18 @@ def measure(frames: np.ndarray, limits: QcConfig, *, flow: bool = True) -> QcSta
         finite = np.isfinite(frames)
         nonfinite = int(frames.size - np.count_nonzero(finite))
         frames = np.where(finite, frames, 0.0) * 255.0
-    pixels = frames.astype(np.float32)
-    luma = pixels @ _LUMA
-    top = np.quantile(luma.reshape(len(luma), -1), _TOP_QUANTILE, axis=1)
-    black = int((top < limits.black_level * 255.0).sum())
-    mad = np.abs(np.diff(pixels, axis=0)).mean(axis=(1, 2, 3))
+    else:
+        frames = frames.astype(np.float32)
+    luma = (frames @ _LUMA).reshape(len(frames), -1)
+    # the brightest 0.1% under the level <=> under 0.1% of the pixels at or above it
+    bright = np.count_nonzero(luma >= limits.black_level * 255.0, axis=1) / luma.shape[1]
+    black = int((bright < 1.0 - _TOP_QUANTILE).sum())
+    mad = np.array([np.abs(b - a).mean() for a, b in itertools.pairwise(frames)])
     frozen = int((mad < limits.frozen_mad).sum())
-    means = luma.mean(axis=(1, 2))
+    means = luma.mean(axis=1)
     flicker = float(np.abs(np.diff(means)).mean() / 255.0) if len(means) > 1 else 0.0
-    warp = _flow_warp_error(pixels) if flow and len(pixels) > 1 else None
-    return QcStats(len(pixels), nonfinite, black, frozen, flicker, warp)
+    warp = _flow_warp_error(frames) if flow and len(frames) > 1 else None
+    return QcStats(len(frames), nonfinite, black, frozen, flicker, warp)
 
 
 def run_qc(frames: np.ndarray, limits: QcConfig) -> QcReport:
@@ -123,7 +126,7 @@ def run_qc(frames: np.ndarray, limits: QcConfig) -> QcReport:
 def _flow_warp_error(pixels: np.ndarray) -> float:
     import cv2
 
-    work = _shrink(pixels, _FLOW_SIDE)
+    work = _shrink(np.asarray(pixels, np.float32), _FLOW_SIDE)
     gray = np.clip(work @ _LUMA, 0, 255).astype(np.uint8)
     ys, xs = np.mgrid[0 : work.shape[1], 0 : work.shape[2]].astype(np.float32)
     buffer = np.zeros((*gray.shape[1:], 2), np.float32)
@@ -131,9 +134,12 @@ def _flow_warp_error(pixels: np.ndarray) -> float:
     for t in range(len(work) - 1):
         flow = cv2.calcOpticalFlowFarneback(gray[t + 1], gray[t], buffer, 0.5, 3, 15, 3, 5, 1.2, 0)
         warped = cv2.remap(
-            work[t], xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
+            work[t],
+            xs + flow[..., 0],
+            ys + flow[..., 1],
+            cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
-        )  # fmt: skip
+        )
         errors.append(float(np.abs(warped - work[t + 1]).mean()))
     return float(np.mean(errors)) / 255.0
 

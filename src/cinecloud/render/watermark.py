@@ -159,7 +159,7 @@ def embed_watermark(frames: np.ndarray, job_id: str) -> np.ndarray:
         raise ValueError(f"frames must be uint8 (T,H,W,3), got {frames.dtype} {frames.shape}")
     want = payload_bits(job_id)[_OWNER].astype(np.float32) / 2
     base = frames.astype(np.float32)
-    marked = base
+    marked = base.copy()
     pattern = np.zeros(frames.shape[:3], np.float32)
     for _ in range(_ROUNDS):
         coeffs, bu, bv = _coefficients(_luma(marked))
@@ -169,12 +169,12 @@ def embed_watermark(frames: np.ndarray, job_id: str) -> np.ndarray:
         if np.abs(delta).max() < _CONVERGED * STEP:
             break
         pattern += _pattern(delta, bu, bv)
-        marked = base + pattern[..., None]
+        np.add(base, pattern[..., None], out=marked)
         if marked.min() < 0 or marked.max() > 255:
             np.clip(marked, 0, 255, out=marked)
         else:  # nothing clipped: every coefficient now sits on its lattice
             break
-    return np.round(marked).astype(np.uint8)
+    return np.round(marked, out=marked).astype(np.uint8)
 
 
 def _luma(pixels: np.ndarray) -> np.ndarray:
