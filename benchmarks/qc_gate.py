@@ -41,16 +41,16 @@ def _nan(share: float) -> Callable[[np.ndarray, np.random.Generator], np.ndarray
     """NaN in ``share`` of the values (at least one)."""
 
     def spoil(floats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        flat = floats.reshape(-1)
-        n = max(1, round(flat.size * share))
-        flat[rng.choice(flat.size, size=n, replace=False)] = np.nan
+        n = max(1, round(floats.size * share))
+        # .flat, not reshape(-1): decoded frames are often not contiguous (reshape copies)
+        floats.flat[rng.choice(floats.size, size=n, replace=False)] = np.nan
         return floats
 
     return spoil
 
 
 def _inf(floats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    floats.reshape(-1)[rng.integers(floats.size)] = np.inf
+    floats.flat[rng.integers(floats.size)] = np.inf
     return floats
 
 

@@ -83,7 +83,9 @@ def procedural_clips(n: int, seed: int) -> list[tuple[str, np.ndarray]]:
 
     from cinecloud.engine.shapes.dataset import render, sample_scenes
 
-    scenes = sample_scenes(n, torch.Generator().manual_seed(seed))
+    # a "still" ground-truth scene is the same frame repeated: the gate fails it as frozen
+    pool = sample_scenes(4 * n, torch.Generator().manual_seed(seed))
+    scenes = [s for s in pool if s.motion != "still"][:n]
     clips = []
     for scene in scenes:  # one at a time: 832x832x33 floats is 270 MB
         video = render([scene], frames=33, size=832)[0, :, :, 176:656, :]  # (T, 3, 480, 832)
