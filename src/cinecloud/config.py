@@ -184,8 +184,10 @@ class QcConfig:
     enabled: bool = True
     # A frame is black when its brightest 0.1% of pixels stay under this luma (0..1).
     black_level: float = 0.08
-    # Consecutive frames are frozen when they differ by less than this mean (8-bit levels).
+    # Consecutive frames are frozen when they differ by less than this mean and no pixel
+    # by frozen_peak or more (8-bit levels).
     frozen_mad: float = 0.25
+    frozen_peak: float = 16.0
     # The job fails when at least this share of its frames is black (or of its frame
     # pairs frozen).
     black_fraction: float = 0.5
@@ -330,6 +332,7 @@ class _Qc(BaseModel):
     enabled: bool = True
     black_level: float = Field(0.08, ge=0, le=1)
     frozen_mad: float = Field(0.25, ge=0)
+    frozen_peak: float = Field(16.0, ge=0)
     black_fraction: float = Field(0.5, gt=0, le=1)
     frozen_fraction: float = Field(0.5, gt=0, le=1)
 

@@ -113,7 +113,11 @@ def good_variants(seed: int) -> list[np.ndarray]:
     dark = np.zeros((16, 64, 64, 3), np.uint8)
     for t in range(16):  # a small bright dot (9 pixels of 4096) moving on black
         dark[t, 30:33, 10 + 2 * t : 13 + 2 * t] = 255
-    return [clip(seed), np.clip(still, 0, 255).round().astype(np.uint8), dark]
+    tiny = np.full((16, 256, 256, 3), 90, np.uint8)
+    for t in range(16):  # a 3x3 dot moving on a flat, static background: a mean change
+        tiny[t, 100:103, 10 + t : 13 + t] = 250  # of 0.02 levels, a local one of 160
+    still8 = np.clip(still, 0, 255).round().astype(np.uint8)
+    return [clip(seed), still8, dark, tiny]
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -12,8 +12,10 @@ and the limits (:class:`cinecloud.config.QcConfig`). A job with a failure ends
   so a few stray bright pixels do not make a black frame pass; a small bright object
   (over 0.1% of the frame) does.
 - **Frozen**: two consecutive frames whose mean absolute difference is under
-  ``frozen_mad`` 8-bit levels. Generated "still" shots move by about one level
-  between frames (the sampler's noise); a repeated frame moves by none.
+  ``frozen_mad`` 8-bit levels and where no pixel changed by ``frozen_peak`` or more.
+  Generated "still" shots move by about one level between frames (the sampler's
+  noise); a repeated frame moves by none. The peak keeps a small object moving on a
+  clean, static background (a tiny mean change, a large local one) from counting.
 
 Recorded on every job, failing nothing:
 
@@ -107,12 +109,16 @@ def measure(frames: np.ndarray, limits: QcConfig, *, flow: bool = True) -> QcSta
     # the brightest 0.1% under the level <=> under 0.1% of the pixels at or above it
     bright = np.count_nonzero(luma >= limits.black_level * 255.0, axis=1) / luma.shape[1]
     black = int((bright < 1.0 - _TOP_QUANTILE).sum())
-    mad = np.array([np.abs(b - a).mean() for a, b in itertools.pairwise(frames)])
-    frozen = int((mad < limits.frozen_mad).sum())
+    frozen = sum(_frozen(a, b, limits) for a, b in itertools.pairwise(frames))
     means = luma.mean(axis=1)
     flicker = float(np.abs(np.diff(means)).mean() / 255.0) if len(means) > 1 else 0.0
     warp = _flow_warp_error(frames) if flow and len(frames) > 1 else None
     return QcStats(len(frames), nonfinite, black, frozen, flicker, warp)
+
+
+def _frozen(a: np.ndarray, b: np.ndarray, limits: QcConfig) -> bool:
+    change = np.abs(b - a)
+    return bool(change.mean() < limits.frozen_mad and change.max() < limits.frozen_peak)
 
 
 def run_qc(frames: np.ndarray, limits: QcConfig) -> QcReport:
