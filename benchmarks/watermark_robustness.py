@@ -197,6 +197,8 @@ def one_clip(
         "psnr_db_vs_unmarked_delivery": round(float(psnr), 2),
         "render_s_plain": plain_s,
         "render_s_provenance": marked_s,
+        "mp4_bytes_plain": (work / "off" / "video.mp4").stat().st_size,
+        "mp4_bytes_provenance": (work / "on" / "video.mp4").stat().st_size,
         "render_cpu_s_plain": plain_cpu,
         "render_cpu_s_provenance": marked_cpu,
         "qc_s": result.timings["qc"],
@@ -230,6 +232,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for key in keys:
         out[key] = statistics.median(r[key] for r in rows)
     out["psnr_db_min"] = min(r["psnr_db_vs_unmarked_delivery"] for r in rows)
+    growth = [r["mp4_bytes_provenance"] / r["mp4_bytes_plain"] for r in rows]
+    out["mp4_size_ratio_median"] = statistics.median(growth)
+    out["mp4_size_ratio_max"] = max(growth)
     states: dict[str, dict[str, int]] = {}
     for r in rows:
         for what, state in r["c2pa"].items():
@@ -274,6 +279,7 @@ def print_tables(summary: dict[str, dict[str, Any]]) -> None:
         "of which QC",
         "of which provenance",
         "PSNR min (dB)",
+        "MP4 size x (median, max)",
     ):
         cost.add_column(col)
     for source, s in summary.items():
@@ -284,6 +290,7 @@ def print_tables(summary: dict[str, dict[str, Any]]) -> None:
             f"{s['qc_s']:.3f}",
             f"{s['provenance_s']:.3f}",
             f"{s['psnr_db_min']:.1f}",
+            f"{s['mp4_size_ratio_median']:.2f}, {s['mp4_size_ratio_max']:.2f}",
         )
     console.print(cost)
 

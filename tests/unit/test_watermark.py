@@ -53,7 +53,7 @@ def test_it_is_faint(seed: int) -> None:
     marked = embed_watermark(frames, JOB)
     mse = ((marked.astype(np.float64) - frames) ** 2).mean()
     assert 10 * np.log10(255**2 / mse) > 38  # dB
-    assert np.abs(marked.astype(int) - frames).max() <= 12
+    assert np.abs(marked.astype(int) - frames).max() <= 16
 
 
 def test_saturated_frames_still_carry_it() -> None:
