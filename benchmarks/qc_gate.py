@@ -144,17 +144,12 @@ def gate(floats: np.ndarray) -> tuple[bool, str]:
     return False, ""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
+def read_good(clips: list[tuple[str, np.ndarray]]) -> list[dict[str, Any]]:
+    """The gate's readings (and any false alarm) on the outputs as generated."""
     from cinecloud.config import QcConfig
     from cinecloud.render.qc import measure
 
-    args = parse_args(argv)
-    clips = cached(args.clips, lambda: model_clips(args.count, args.device, args.seed))
-    rng = np.random.default_rng(args.seed)
-    good: list[dict[str, Any]] = []
+    good = []
     for prompt, frames in clips:
         started = time.perf_counter()
         stats = measure(frames, QcConfig())
@@ -172,15 +167,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "stats": stats.__dict__,
             }
         )
+    return good
+
+
+def catch_planted(clips: list[tuple[str, np.ndarray]], seed: int) -> dict[str, dict[str, Any]]:
+    """For each plant, how many of the spoiled clips the gate caught."""
+    rng = np.random.default_rng(seed)
     planted: dict[str, dict[str, Any]] = {}
     for name, (spoil, expected) in PLANTS.items():
         results = [gate(spoil(frames.astype(np.float32) / 255, rng)) for _, frames in clips]
-        planted[name] = {
-            "clips": len(results),
-            "caught": sum(c for c, _ in results),
-            "expected": expected,
-        }
-    table = Table(title=f"quality gate on {len(clips)} shapes-t2v outputs")
+        caught = sum(c for c, _ in results)
+        planted[name] = {"clips": len(results), "caught": caught, "expected": expected}
+    return planted
+
+
+def print_table(planted: dict[str, dict[str, Any]], good: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"quality gate on {len(good)} shapes-t2v outputs")
     for col in ("planted output", "caught", "rate", "meant to be caught"):
         table.add_column(col)
     for name, row in planted.items():
@@ -199,19 +204,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "no",
     )
     Console().print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    clips = cached(args.clips, lambda: model_clips(args.count, args.device, args.seed))
+    good = read_good(clips)
+    planted = catch_planted(clips, args.seed)
+    print_table(planted, good)
     flicker = [g["stats"]["flicker"] for g in good]
     warp = [g["stats"]["flow_warp_error"] for g in good]
-    mad_still = [g for g in good if "still" in g["prompt"] or "not move" in g["prompt"]]
+    still = [g for g in good if "still" in g["prompt"] or "not move" in g["prompt"]]
     summary = {
         "clips": len(clips),
         "planted": planted,
-        "false_alarms": alarms,
+        "false_alarms": sum(g["false_alarm"] for g in good),
         "flicker_median": statistics.median(flicker),
         "flicker_max": max(flicker),
         "flow_warp_error_median": statistics.median(warp),
         "flow_warp_error_max": max(warp),
-        "still_clips": len(mad_still),
-        "still_min_pair_mad": min(g["min_pair_mad"] for g in mad_still),
+        "still_clips": len(still),
+        "still_min_pair_mad": min(g["min_pair_mad"] for g in still),
         "min_pair_mad": min(g["min_pair_mad"] for g in good),
         "qc_s_median": statistics.median(g["qc_s"] for g in good),
     }
