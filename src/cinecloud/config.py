@@ -34,6 +34,8 @@ __all__ = [
     "EngineConfig",
     "GpuPrice",
     "LeaderConfig",
+    "ProvenanceConfig",
+    "QcConfig",
     "QueueConfig",
     "SchedulerConfig",
     "ServerConfig",
@@ -263,6 +265,42 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True)
+class ProvenanceConfig:
+    """What every rendered video carries (render.trusted): a signed C2PA manifest, the
+    AIGC label in the MP4's metadata and an invisible watermark holding the job id."""
+
+    enabled: bool = True
+    # ContentProducer is "cinecloud/<deployment>"; empty: the control plane's host:port.
+    deployment: str = ""
+    # The signing certificate chain (PEM, signer first) and its private key (PEM); both
+    # empty: a local test CA and signer generated once under server.home/c2pa.
+    cert_path: Path | None = None
+    key_path: Path | None = None
+    alg: str = "es256"  # es256 | es384 | es512 | ps256 | ps384 | ps512 | ed25519
+    # More trust anchors (PEM) for `cinecloud verify`, besides the local test CA.
+    trust_anchors: Path | None = None
+    sign_hls: bool = True  # also sign each HLS rendition's init segment
+    caption: bool = False  # a visible "AI-generated" caption over the first 2 seconds
+
+
+@dataclass(frozen=True)
+class QcConfig:
+    """The quality gate a job passes before delivery (render.qc)."""
+
+    enabled: bool = True
+    # A frame is black when its brightest 0.1% of pixels stay under this luma (0..1).
+    black_level: float = 0.08
+    # Consecutive frames are frozen when they differ by less than this mean and no pixel
+    # by frozen_peak or more (8-bit levels).
+    frozen_mad: float = 0.25
+    frozen_peak: float = 16.0
+    # The job fails when at least this share of its frames is black (or of its frame
+    # pairs frozen).
+    black_fraction: float = 0.5
+    frozen_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     db: DatabaseConfig
@@ -278,6 +316,8 @@ class Config:
     autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
+    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
+    qc: QcConfig = field(default_factory=QcConfig)
 
     def redacted(self) -> dict[str, Any]:
         """A plain dict for display, with secrets masked."""
@@ -452,6 +492,26 @@ class _Webhooks(BaseModel):
     fanout_grace_s: float = Field(5.0, ge=0)
 
 
+class _Provenance(BaseModel):
+    enabled: bool = True
+    deployment: str = Field("", max_length=100)
+    cert_path: Path | None = None
+    key_path: Path | None = None
+    alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = "es256"
+    trust_anchors: Path | None = None
+    sign_hls: bool = True
+    caption: bool = False
+
+
+class _Qc(BaseModel):
+    enabled: bool = True
+    black_level: float = Field(0.08, ge=0, le=1)
+    frozen_mad: float = Field(0.25, ge=0)
+    frozen_peak: float = Field(16.0, ge=0)
+    black_fraction: float = Field(0.5, gt=0, le=1)
+    frozen_fraction: float = Field(0.5, gt=0, le=1)
+
+
 class _TomlSource(PydanticBaseSettingsSource):
     """Reads the optional TOML config file."""
 
@@ -490,6 +550,8 @@ class Settings(BaseSettings):
     worker: _Worker = _Worker()
     tracing: _Tracing = _Tracing()
     webhooks: _Webhooks = _Webhooks()
+    provenance: _Provenance = _Provenance()
+    qc: _Qc = _Qc()
 
     _config_file: Path | None = None
 
@@ -588,6 +650,8 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
         webhooks=WebhookConfig(
             **{**s.webhooks.model_dump(), "allow_hosts": tuple(s.webhooks.allow_hosts)}
         ),
+        provenance=_provenance(s.provenance),
+        qc=QcConfig(**s.qc.model_dump()),
     )
 
 
@@ -604,3 +668,9 @@ def _cost(c: _Cost) -> CostConfig:
         for name, p in c.prices.items()
     }
     return CostConfig(prices=prices)
+
+
+def _provenance(p: _Provenance) -> ProvenanceConfig:
+    if (p.cert_path is None) != (p.key_path is None):
+        raise ValueError("provenance.cert_path and provenance.key_path go together")
+    return ProvenanceConfig(**p.model_dump())

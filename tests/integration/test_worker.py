@@ -244,7 +244,9 @@ def test_job_completes_with_artifacts_and_progress(
 
     timings = job.result["timings"]
     stages = ("model_load", "text_encode", "denoise", "decode", "render", "upload")
-    assert set(timings) == set(stages)
+    assert set(timings) == {*stages, "qc", "provenance"}  # the last two: parts of render
+    assert timings["qc"] + timings["provenance"] <= timings["render"]
+    assert job.result["qc"]["passed"] == 1 and job.result["qc"]["frames"] == PARAMS["num_frames"]
     assert timings["denoise"] > 0 and timings["render"] > 0 and timings["upload"] > 0
     assert result_of(cp, second)["timings"]["model_load"] == 0.0  # loaded once
     assert job.result["gpu_seconds"] >= timings["denoise"]

@@ -60,6 +60,15 @@ MESSAGES: list[Message] = [
     Render("video_1", "/w/video_1/frames.npy", "/w/video_1", 8, (256, 256)),
     Render("video_1", "/w/video_1/frames.npy", "/w/video_1", 8),
     Rendered("video_1", (OutputFile("video.mp4", "/w/video_1/video.mp4", "video/mp4"),), 0.05),
+    Render("video_1", "/w/video_1/frames.npy", "/w/video_1", 8, (256, 256), "cinecloud/shapes-t2v"),
+    Rendered(
+        "video_1",
+        (),
+        0.3,
+        {"qc": 0.01, "provenance": 0.02},
+        {"frames": 16, "flicker": 0.001, "flow_warp_error": None, "passed": 1},
+    ),
+    Failed("video_1", "qc_failed", "quality check failed: black: 16 of 16 frames are black"),
     Done(
         "video_1",
         (

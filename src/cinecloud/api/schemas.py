@@ -89,6 +89,7 @@ class VideoObject(BaseModel):
     queue_position: int | None = None
     timings: dict[str, float] | None = None
     engine: dict[str, str] | None = None  # device, dtype, offload, vae_tiling, memory_reason
+    qc: dict[str, float | int | None] | None = None  # render.qc: flicker, flow_warp_error, ...
     outputs: dict[str, str] | None = None
     usage: dict[str, float] | None = None  # gpu_seconds (times the GPUs held), dollars
     gpu_type: str | None = None  # where a completed job ran, as its worker reported

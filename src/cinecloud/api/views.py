@@ -87,6 +87,8 @@ def video_object(state: AppState, job: JobRecord, queue_position: int | None) ->
         "timings": job.timings,
         # where and how it ran: device, dtype and the memory plan (offload, VAE tiling)
         "engine": job.engine,
+        # the quality gate's readings: frames, black and frozen counts, flicker, warp error
+        "qc": job.qc,
         "outputs": _outputs(state, job),
         "usage": {
             "gpu_seconds": (job.gpu_seconds or 0.0) * (job.gpu_count or 1),

@@ -227,6 +227,38 @@ def fit_alpha_cmd(
         out.print(f"stored in {path}")
 
 
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Argument(help="a video (MP4) or an HLS init segment")],
+    trust_anchors: Annotated[
+        Path | None, typer.Option(help="PEM file of more trusted C2PA root certificates")
+    ] = None,
+    require_trust: Annotated[
+        bool, typer.Option(help="fail unless the C2PA signer is trusted, not just valid")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Check a video's provenance: its C2PA manifest, AIGC label and watermark.
+    Exits 1 when it has no valid provenance, 2 when the file cannot be read."""
+    from cinecloud.cli.verify import print_report
+    from cinecloud.cli.verify import trust_anchors as anchors_for
+    from cinecloud.render.verify import inspect_file, report_dict
+
+    cfg = _cfg(config)
+    try:
+        report = inspect_file(file, anchors_for(cfg, trust_anchors))
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    data = report_dict(report, require_trust=require_trust)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        print_report(out, data)
+    if not data["valid"]:
+        raise typer.Exit(1)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -132,6 +132,7 @@ class JobRecord:
     timings: dict[str, float] | None = None
     gpu_seconds: float | None = None
     engine: dict[str, Any] | None = None
+    qc: dict[str, Any] | None = None
     request_hash: str | None = None
     parallel: int | None = None
     deadline_at: float | None = None

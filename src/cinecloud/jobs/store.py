@@ -419,6 +419,7 @@ class JobStore:
         gpu_seconds: float,
         engine: dict[str, Any],
         billing: Billing | None = None,
+        qc: dict[str, Any] | None = None,
     ) -> JobRecord:
         """Mark the job completed, billed per ``billing`` on the UTC day it completes.
         A repeat by the same lease returns the job again."""
@@ -464,6 +465,7 @@ class JobStore:
                     "timings": full,
                     "gpu_seconds": gpu_seconds,
                     "engine": engine,
+                    "qc": qc,
                     "lease_expires_at": None,
                     "eta_s": 0.0,
                     **(billing.columns(now) if billing else {}),

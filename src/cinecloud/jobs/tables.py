@@ -117,6 +117,7 @@ jobs = Table(
     Column("checkpoint_at", Float, nullable=True),
     # W3C trace context of the submit span: the worker's spans join the job's trace
     Column("traceparent", String(64), nullable=True),
+    Column("qc", JSON, nullable=True),  # the quality gate's readings (render.qc)
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
     Index("ix_jobs_queue", "status", "priority", "created_at"),
     Index("ix_jobs_tenant_created", "tenant_id", "created_at"),

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cinecloud.config import Config
+from cinecloud.engine.finite import NonFiniteFrames
 from cinecloud.workers.checkpoints import CheckpointWriter
 from cinecloud.workers.messages import (
     Cancel,
@@ -204,13 +205,14 @@ class _EngineDone:
         return Done(
             job_id=rendered.job_id,
             files=rendered.files,
-            timings={**self.timings, "render": rendered.render_s},
+            timings={**self.timings, "render": rendered.render_s, **rendered.timings},
             seed=self.seed,
             device=self.device,
             dtype=self.dtype,
             engine_s=self.engine_s,
             engine=self.engine,
             spans={**self.spans, "render": [now - rendered.render_s, now]},
+            qc=rendered.qc,
         )
 
 
@@ -243,7 +245,10 @@ class _Child:
         self._checkpoints = CheckpointWriter(cfg.worker.checkpoint_every, self.send)
         self._send_lock = threading.Lock()
         # One render at a time, in job order: Done messages leave in the order jobs ran.
-        self._renderer = RenderProcess(self._on_rendered)
+        from cinecloud.render.trusted import TrustSettings
+
+        trust = TrustSettings.from_config(cfg).to_dict()
+        self._renderer = RenderProcess(self._on_rendered, trust)
         self._rendering: dict[str, _EngineDone] = {}
 
     def send(self, msg: Message) -> None:
@@ -405,7 +410,7 @@ class _Child:
         )
         display_size = loaded.spec.defaults.display_size
         self._renderer.submit(
-            Render(job.job_id, str(frames), str(out_dir), int(result.fps), display_size)
+            Render(job.job_id, str(frames), str(out_dir), int(result.fps), display_size, job.model)
         )
         return None
 
@@ -433,6 +438,8 @@ def _classify(exc: Exception) -> tuple[str, str, bool]:
         return FailureCode.CHECKPOINT_INVALID, message, True
     if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without torch
         return FailureCode.OUT_OF_MEMORY, message, True
+    if isinstance(exc, NonFiniteFrames):  # the first step of the quality gate
+        return FailureCode.QC_FAILED, f"quality check failed: {exc}", False
     return FailureCode.ENGINE_ERROR, message, False
 
 

@@ -284,6 +284,7 @@ class ControlPlaneClient:
         seed: int,
         engine: dict[str, str],
         bill: dict[str, Any] | None = None,
+        qc: dict[str, Any] | None = None,
     ) -> str:
         """Report the job done. ``bill`` says where it ran (``gpu_type``, ``gpu_count``,
         ``spot``) for its cost; the control plane otherwise uses the registration's."""
@@ -304,6 +305,7 @@ class ControlPlaneClient:
             "seed": seed,
             "engine": engine,
             **(bill or {}),
+            "qc": qc or {},
         }
         return str(self._post(f"internal/v1/jobs/{job_id}/complete", body).get("status", ""))
 

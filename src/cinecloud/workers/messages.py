@@ -51,6 +51,7 @@ class FailureCode:
     WORKER_CRASHED = "worker_crashed"
     # The job's checkpoint cannot resume it: the control plane forgets the checkpoint.
     CHECKPOINT_INVALID = "checkpoint_invalid"
+    QC_FAILED = "qc_failed"  # the frames failed the quality gate (render.qc); never delivered
     # Never sent to the control plane: the child's acknowledgement of a Cancel.
     CANCELED = "canceled"
     # Never sent either: the child stopped the job for a Preempt (the lease is released).
@@ -162,6 +163,7 @@ class Done:
     engine: dict[str, str] = field(default_factory=dict)  # memory plan and speed settings
     # When each stage ran: stage -> [start, end], wall-clock seconds (for the job's trace).
     spans: dict[str, list[float]] = field(default_factory=dict)
+    qc: dict[str, Any] = field(default_factory=dict)  # the quality gate's readings
 
 
 @dataclass(frozen=True)
@@ -187,15 +189,19 @@ class Render:
     out_dir: str
     fps: int
     display_size: tuple[int, int] | None = None
+    model: str = ""  # named in the file's provenance
 
 
 @dataclass(frozen=True)
 class Rendered:
-    """``job_id``'s files are written; ``render_s`` is how long that took."""
+    """``job_id``'s files are written; ``render_s`` is how long that took (``timings``:
+    its parts, e.g. ``qc`` and ``provenance``; ``qc``: the quality gate's readings)."""
 
     job_id: str
     files: tuple[OutputFile, ...]
     render_s: float
+    timings: dict[str, float] = field(default_factory=dict)
+    qc: dict[str, Any] = field(default_factory=dict)
 
 
 Message: TypeAlias = (

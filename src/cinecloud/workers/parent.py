@@ -536,6 +536,7 @@ class Worker:
                     "gpu_count": self._width(),
                     "spot": self._cfg.worker.spot,
                 },
+                qc=done.qc,
             )
             log.info("job %s completed", job.job_id)
             spans = {**done.spans, "upload": [upload_at, upload_at + upload_s]}

@@ -4,7 +4,10 @@ The engine child starts one before it loads its models (so its imports overlap t
 load) and hands it each job whose engine work is done as a :class:`Render` record.
 The frames lie in a ``.npy`` file in the job's directory, so nothing big crosses the
 pipe. It renders one job at a time, in the order given, and answers :class:`Rendered`
-(or :class:`Failed`). Apart from the engine, its encoder and image work cannot hold
+(or :class:`Failed`). Frames that fail the quality gate (render.qc) answer
+:class:`Failed` with ``qc_failed`` and leave no file to upload; the others are
+watermarked, labelled and signed as they are rendered (render.trusted, with the
+worker's settings). Apart from the engine, its encoder and image work cannot hold
 the engine's interpreter lock, and at a lower CPU priority (:data:`RENDER_NICE`) it
 gives way to the engine when both want a core. It exits when told (:class:`Shutdown`)
 or once the engine child is gone.
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +44,9 @@ from cinecloud.workers.messages import (
     from_dict,
     to_dict,
 )
+
+if TYPE_CHECKING:
+    from cinecloud.render.trusted import TrustSettings
 
 __all__ = ["RENDER_NICE", "RenderProcess", "render_job", "render_main", "save_frames"]
 
@@ -58,27 +65,51 @@ def save_frames(frames: np.ndarray, path: Path) -> Path:
     return path
 
 
-def render_job(msg: Render, clock: Callable[[], float] = time.monotonic) -> RenderResult:
-    """Render one job: read (then delete) its frames file, write its outputs."""
-    from cinecloud.render import render_outputs
+def render_job(
+    msg: Render, settings: TrustSettings, clock: Callable[[], float] = time.monotonic
+) -> RenderResult:
+    """Render one job: read (then delete) its frames file, pass the quality gate, write
+    its outputs with their provenance (render.trusted)."""
+    from cinecloud.render.qc import QcFailed
+    from cinecloud.render.trusted import render_trusted
 
     started = clock()
     try:
         frames_path = Path(msg.frames_path)
         frames = np.load(frames_path, allow_pickle=False)
         frames_path.unlink(missing_ok=True)
-        rendered = render_outputs(frames, Path(msg.out_dir), msg.fps, display_size=msg.display_size)
+        result = render_trusted(
+            frames,
+            Path(msg.out_dir),
+            msg.fps,
+            job_id=msg.job_id,
+            settings=settings,
+            display_size=msg.display_size,
+            model=msg.model,
+        )
+    except QcFailed as exc:
+        log.warning("job %s failed the quality gate: %s", msg.job_id, exc)
+        return Failed(msg.job_id, FailureCode.QC_FAILED, str(exc)[:1000])
     except Exception as exc:
         log.exception("job %s failed to render", msg.job_id)
         message = f"{type(exc).__name__}: {exc}"[:1000]
         return Failed(msg.job_id, FailureCode.ENGINE_ERROR, message)
-    files = tuple(OutputFile(f.name, str(f.path), f.content_type) for f in rendered)
-    return Rendered(msg.job_id, files, clock() - started)
+    files = tuple(OutputFile(f.name, str(f.path), f.content_type) for f in result.files)
+    return Rendered(msg.job_id, files, clock() - started, result.timings, result.qc)
 
 
-def render_main(conn: Connection, nice: int = RENDER_NICE, log_level: int = logging.INFO) -> None:
-    """Target of the spawned render process."""
+def render_main(
+    conn: Connection,
+    settings: dict[str, Any],
+    nice: int = RENDER_NICE,
+    log_level: int = logging.INFO,
+) -> None:
+    """Target of the spawned render process; ``settings`` is a :class:`TrustSettings` as
+    a plain dict."""
+    from cinecloud.render.trusted import TrustSettings
+
     logging.basicConfig(level=log_level, format="%(asctime)s render %(levelname)s %(message)s")
+    trust = TrustSettings.from_dict(settings)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker parent decides how to stop
     with contextlib.suppress(OSError):
         os.nice(nice)
@@ -93,7 +124,7 @@ def render_main(conn: Connection, nice: int = RENDER_NICE, log_level: int = logg
         if isinstance(msg, Shutdown):
             return
         if isinstance(msg, Render):
-            conn.send(to_dict(render_job(msg)))
+            conn.send(to_dict(render_job(msg, trust)))
 
 
 @dataclass
@@ -113,10 +144,15 @@ class RenderProcess:
     """
 
     def __init__(
-        self, on_result: Callable[[RenderResult], None], *, nice: int = RENDER_NICE
+        self,
+        on_result: Callable[[RenderResult], None],
+        settings: dict[str, Any],
+        *,
+        nice: int = RENDER_NICE,
     ) -> None:
         self._on_result = on_result
         self._nice = nice
+        self._settings = settings
         self._lock = threading.Lock()
         self._link: _Link | None = None
         self._readers: list[threading.Thread] = []
@@ -131,7 +167,9 @@ class RenderProcess:
         conn, theirs = ctx.Pipe()
         level = logging.getLogger().getEffectiveLevel()
         proc = ctx.Process(
-            target=render_main, args=(theirs, self._nice, level), name="cinecloud-render"
+            target=render_main,
+            args=(theirs, self._settings, self._nice, level),
+            name="cinecloud-render",
         )
         proc.daemon = True  # ends with the engine child
         proc.start()

@@ -109,6 +109,7 @@ class Complete(BaseModel):
     gpu_type: str | None = Field(None, max_length=100)
     gpu_count: int | None = Field(None, ge=1, le=1024)
     spot: bool | None = None
+    qc: dict[str, Any] = {}  # the quality gate's readings (render.qc)
 
 
 class Fail(BaseModel):
@@ -371,6 +372,7 @@ async def complete(
                 gpu_seconds=body.gpu_seconds,
                 engine=body.engine,
                 billing=bill,
+                qc=body.qc or None,
             )
         )
     except NotFound:

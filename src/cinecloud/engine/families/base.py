@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 import numpy as np
 import torch
 
+from cinecloud.engine.finite import to_uint8
 from cinecloud.engine.registry import GenerationParams
 
 if TYPE_CHECKING:
@@ -99,8 +100,9 @@ def latent_preview(latents: torch.Tensor, layout: str) -> np.ndarray:
 
 
 def to_uint8_frames(frames: Any) -> np.ndarray:
-    """The first video of a postprocessed float batch, as uint8 frames (T, H, W, 3)."""
-    return np.asarray((np.asarray(frames)[0] * 255.0).round(), dtype=np.uint8)
+    """The first video of a postprocessed float batch, as uint8 frames (T, H, W, 3);
+    raises :class:`~cinecloud.engine.finite.NonFiniteFrames` on NaN or infinity."""
+    return to_uint8(np.asarray(frames)[0])
 
 
 def require_image(params: GenerationParams, *, family: str) -> Image:
