@@ -102,7 +102,8 @@ def test_each_job_records_gpu_seconds_by_type_and_dollars(usage: Usage) -> None:
         for line in usage.client.get("/metrics").text.splitlines()
         if line.startswith("cinecloud_") and "_created" not in line
     )
-    assert float(metrics['cinecloud_gpu_seconds_total{gpu_type="H100",spot="true"}']) == 3600.0
+    billed = metrics['cinecloud_billed_gpu_seconds_total{gpu_type="H100",spot="true"}']
+    assert float(billed) == 3600.0
     dollars = metrics['cinecloud_cost_dollars_total{gpu_type="cpu",spot="false"}']
     assert float(dollars) == pytest.approx(0.01)
 

@@ -105,7 +105,7 @@ def test_latent_preview_is_the_middle_frame_stretched(layout: str) -> None:
 def test_step_callback_keeps_the_latents_before_reporting() -> None:
     kept: list[object] = []
     steps: list[int] = []
-    callback = step_callback(lambda k: steps.append(len(kept) * 100 + k), kept.append)
+    callback = step_callback(lambda k: steps.append(len(kept) * 100 + k), keep=kept.append)
     latents = torch.ones(1)
     assert callback(None, 0, None, {"latents": latents}) == {}
     assert kept == [latents] and steps == [101]  # kept first, then reported

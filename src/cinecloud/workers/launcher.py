@@ -6,10 +6,10 @@ its workers load only that model.
 
 Each worker is ``python -m cinecloud.workers --server URL --name NAME``. The
 worker's settings travel in its environment: the caller's environment passes
-through, and the launcher's ``worker``, ``engine`` and ``queue`` settings (and
-``server.home``) are written over it as ``CINECLOUD_*`` variables, so flags given
-to ``cinecloud serve`` reach the workers too. The token goes in the environment,
-not on the command line, where ``ps`` would show it.
+through, and the launcher's ``worker``, ``engine``, ``queue``, ``tracing``,
+``provenance`` and ``qc`` settings (and ``server.home``) are written over it as
+``CINECLOUD_*`` variables, so flags given to ``cinecloud serve`` reach the workers too.
+The token goes in the environment, not on the command line, where ``ps`` would show it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ __all__ = ["DEFAULT_POOL", "LocalLauncher", "SupportsTotal", "worker_env"]
 
 log = logging.getLogger(__name__)
 
-_FORWARDED_SECTIONS = ("worker", "engine", "queue", "tracing")
+_FORWARDED_SECTIONS = ("worker", "engine", "queue", "tracing", "provenance", "qc")
 
 
 def _env_value(value: Any) -> str:
@@ -50,6 +50,8 @@ def worker_env(cfg: Config, server_url: str, base: Mapping[str, str]) -> dict[st
     for section in _FORWARDED_SECTIONS:
         values = dataclasses.asdict(getattr(cfg, section))
         for key, value in values.items():
+            if value is None:  # unset: the worker's own default (or its environment's)
+                continue
             env[f"CINECLOUD_{section.upper()}__{key.upper()}"] = _env_value(value)
     env["CINECLOUD_SERVER__HOME"] = str(cfg.server.home)
     env["CINECLOUD_WORKER__SERVER_URL"] = server_url
