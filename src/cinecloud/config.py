@@ -17,11 +17,12 @@ import os
 import secrets
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from limits import parse_many
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
@@ -34,12 +35,14 @@ __all__ = [
     "EngineConfig",
     "GpuPrice",
     "LeaderConfig",
+    "LimitsConfig",
     "ProvenanceConfig",
     "QcConfig",
     "QueueConfig",
     "SchedulerConfig",
     "ServerConfig",
     "StorageConfig",
+    "TenantLimits",
     "TracingConfig",
     "WebhookConfig",
     "WorkerConfig",
@@ -194,6 +197,47 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class TenantLimits:
+    """What one tenant may do (docs/reliability.md, "Abuse limits"); 0 or "" is no limit.
+
+    Rates are per API key, in the ``limits`` library's notation, several joined by
+    ``;`` (``"10/second;600/minute"``); the quotas and the budget are per tenant.
+    """
+
+    # every public API request of one key, and its POST /v1/videos
+    rate: str = "100/second"
+    create_rate: str = "10/second;600/minute"
+    # queued and running jobs at once
+    max_active_jobs: int = 100
+    # billed GPU-seconds (GET /v1/usage) per UTC day; new jobs are refused once reached
+    gpu_seconds_per_day: float = 86_400.0
+    # one request's width x height x num_frames x steps
+    max_pixel_steps: int = 10_000_000_000
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Rate limits, quotas and the request budget; per-tenant overrides by id or name."""
+
+    default: TenantLimits = field(default_factory=TenantLimits)
+    tenants: Mapping[str, TenantLimits] = field(default_factory=dict)
+    # Where the rate counters live: "memory://" (this process) or a Redis URL
+    # ("redis://host:6379/0"), shared by every control-plane replica.
+    storage: str = "memory://"
+    strategy: str = "moving-window"  # moving-window | sliding-window-counter | fixed-window
+    key_prefix: str = "cinecloud"
+    # Retry-After for too many active jobs when none of them runs with an ETA yet.
+    active_retry_after_s: int = 10
+
+    def for_tenant(self, tenant_id: str, name: str | None = None) -> TenantLimits:
+        """The tenant's limits: its override by id, else by name, else the defaults."""
+        found = self.tenants.get(tenant_id)
+        if found is None and name is not None:
+            found = self.tenants.get(name)
+        return found or self.default
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     models_dir: Path = field(default_factory=lambda: repo_root() / "models")
     default_model: str = "cinecloud/shapes-t2v"
@@ -318,6 +362,7 @@ class Config:
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
     provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
     qc: QcConfig = field(default_factory=QcConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def redacted(self) -> dict[str, Any]:
         """A plain dict for display, with secrets masked."""
@@ -326,8 +371,18 @@ class Config:
         for section, key in masked:
             if data[section][key]:
                 data[section][key] = "***"
+        data["limits"]["storage"] = _redact_url(data["limits"]["storage"])
         result: dict[str, Any] = _jsonable(data)
         return result
+
+
+def _redact_url(url: str) -> str:
+    """``url`` with any password in it masked."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _jsonable(value: Any) -> Any:
@@ -438,6 +493,55 @@ class _Api(BaseModel):
     max_page_size: int = Field(100, gt=0)
     max_image_bytes: int = Field(10 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(4096 * 4096, gt=0)
+
+
+def _check_rate(value: str) -> str:
+    """A rate in the ``limits`` notation ("" is none); ValueError names the bad one."""
+    if value.strip():
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(
+                f"not a rate: {value!r} (e.g. '10/second' or '10/second;600/minute')"
+            ) from None
+    return value.strip()
+
+
+Rate = Annotated[str, AfterValidator(_check_rate)]
+_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
+
+
+class _TenantLimits(BaseModel):
+    """An override: the fields it leaves out keep the defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: Rate | None = None
+    create_rate: Rate | None = None
+    max_active_jobs: int | None = Field(None, ge=0)
+    gpu_seconds_per_day: float | None = Field(None, ge=0)
+    max_pixel_steps: int | None = Field(None, ge=0)
+
+
+class _Limits(BaseModel):
+    rate: Rate = "100/second"
+    create_rate: Rate = "10/second;600/minute"
+    max_active_jobs: int = Field(100, ge=0)
+    gpu_seconds_per_day: float = Field(86_400.0, ge=0)
+    max_pixel_steps: int = Field(10_000_000_000, ge=0)
+    tenants: dict[str, _TenantLimits] = {}
+    storage: str = "memory://"
+    strategy: Literal["moving-window", "sliding-window-counter", "fixed-window"] = "moving-window"
+    key_prefix: str = Field("cinecloud", min_length=1, max_length=100)
+    active_retry_after_s: int = Field(10, ge=1, le=3600)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        scheme = value.partition("://")[0]
+        if "://" not in value or scheme not in _STORAGE_SCHEMES:
+            raise ValueError(f"limits.storage must be memory:// or a redis:// URL (got {value!r})")
+        return value
 
 
 class _Engine(BaseModel):
@@ -552,6 +656,7 @@ class Settings(BaseSettings):
     webhooks: _Webhooks = _Webhooks()
     provenance: _Provenance = _Provenance()
     qc: _Qc = _Qc()
+    limits: _Limits = _Limits()
 
     _config_file: Path | None = None
 
@@ -652,6 +757,7 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
         ),
         provenance=_provenance(s.provenance),
         qc=QcConfig(**s.qc.model_dump()),
+        limits=_limits(s.limits),
     )
 
 
@@ -674,3 +780,15 @@ def _provenance(p: _Provenance) -> ProvenanceConfig:
     if (p.cert_path is None) != (p.key_path is None):
         raise ValueError("provenance.cert_path and provenance.key_path go together")
     return ProvenanceConfig(**p.model_dump())
+
+
+def _limits(lim: _Limits) -> LimitsConfig:
+    own = set(TenantLimits.__dataclass_fields__)
+    values = lim.model_dump()
+    default = TenantLimits(**{k: v for k, v in values.items() if k in own})
+    tenants = {
+        name: replace(default, **{k: v for k, v in o.model_dump().items() if v is not None})
+        for name, o in lim.tenants.items()
+    }
+    rest = {k: v for k, v in values.items() if k not in own and k != "tenants"}
+    return LimitsConfig(default=default, tenants=tenants, **rest)

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.errors import install_error_handlers
+from cinecloud.api.limits import AbuseLimits
 from cinecloud.api.loops import Loop, replica_name, run_leader_loops
 from cinecloud.api.routers import (
     admin,
@@ -21,6 +22,7 @@ from cinecloud.api.routers import (
     events,
     health,
     internal,
+    limits,
     models,
     ops,
     usage,
@@ -37,6 +39,7 @@ from cinecloud.engine.registry import default_registry
 from cinecloud.jobs import AccountStore, JobStore, WorkerStore, make_engine, migrate
 from cinecloud.jobs.deadlines import expire_deadlines
 from cinecloud.jobs.leader import leader_lock
+from cinecloud.jobs.usage import UsageLedger
 from cinecloud.jobs.webhooks import WebhookStore
 from cinecloud.scheduler.autoscaler import autoscale_loop, autoscale_once
 from cinecloud.storage import open_store
@@ -85,6 +88,7 @@ def build_state(
         clock=clock,
         seeds=seeds or (lambda: secrets.randbelow(2**31)),
         webhooks=hooks,
+        limits=AbuseLimits(cfg.limits, lambda tid: UsageLedger(engine).tenants([tid]).get(tid)),
         resolver=resolver or system_resolver,
     )
 
@@ -192,6 +196,7 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(models.router)
     app.include_router(usage.router)
+    app.include_router(limits.router)
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(internal.router)

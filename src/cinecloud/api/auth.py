@@ -31,6 +31,17 @@ def _bearer(request: Request) -> str:
 async def require_key(
     request: Request, state: Annotated[AppState, Depends(get_state)]
 ) -> ApiKeyRecord:
+    """The caller's key; then its request counts against the key's rate limit."""
+    key = await _authenticate(request, state)
+    limits = await state.limits.for_tenant(key.tenant_id)
+    refusal = await state.limits.rates.hit("requests", key.id, limits.rate)
+    if refusal is not None:
+        state.metrics.limited.labels(code=refusal.code).inc()
+        raise refusal.error()
+    return key
+
+
+async def _authenticate(request: Request, state: AppState) -> ApiKeyRecord:
     token = _bearer(request)
     key = state.key_cache.get(token, state.clock())
     if key is None:

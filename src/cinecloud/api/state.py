@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from cinecloud.api.limits import AbuseLimits
 from cinecloud.api.loops import Leadership, Loop
 from cinecloud.config import Config
 from cinecloud.engine.registry import Registry
@@ -99,6 +100,8 @@ class AppState:
     clock: Callable[[], float]
     seeds: Callable[[], int]
     webhooks: WebhookStore
+    # rate limits, quotas and the request budget (api.limits)
+    limits: AbuseLimits
     # Pulsed when a job may have been queued (wakes lease long-polls) ...
     notifier: JobNotifier = field(default_factory=JobNotifier)
     # ... and when a job event was appended here (wakes SSE streams).

@@ -29,14 +29,18 @@ from cinecloud.jobs.records import (
     ReusedIdempotencyKey,
     new_id,
 )
+from cinecloud.jobs.usage import TenantUsage, lock_tenant, tenant_usage
 
-__all__ = ["JobStore", "LeaseOrder"]
+__all__ = ["Admit", "JobStore", "LeaseOrder"]
 
 Clock = Callable[[], float]
 IdFactory = Callable[[str], str]
 #: Ranks queued candidates for a leasing worker: ``(candidates, now)`` to job ids, best
 #: first (the scheduler's placement policy). Ids not among the candidates are ignored.
 LeaseOrder = Callable[[Sequence[JobRecord], float], Sequence[str]]
+#: Decides whether a tenant holding :class:`TenantUsage` may add a job; it refuses by
+#: raising (the transaction then rolls back and the exception propagates).
+Admit = Callable[[TenantUsage], None]
 
 
 class JobStore:
@@ -104,20 +108,31 @@ class JobStore:
 
     # ------------------------------------------------------------ submit and read
 
-    def create_job(self, new: NewJob) -> tuple[JobRecord, bool]:
+    def create_job(self, new: NewJob, admit: Admit | None = None) -> tuple[JobRecord, bool]:
         """Store a queued job and its first event; returns ``(job, created)``.
 
         A repeated ``idempotency_key`` returns the first job (``created`` False),
         or raises :class:`ReusedIdempotencyKey` if the request differs.
+
+        ``admit`` (the tenant's quotas) sees the tenant's usage inside the transaction
+        that inserts, with the tenant's row locked, so replicas admitting at once
+        never overshoot. It is not asked about a repeat: that job was admitted before.
         """
         if new.idempotency_key:
-            existing = self._by_idempotency_key(new.tenant_id, new.idempotency_key)
+            existing = self.find_idempotent(new.tenant_id, new.idempotency_key)
             if existing is not None:
                 return self._check_same_request(existing, new), False
         job_id = self.ids("video")
         now = self.clock()
         try:
             with write_tx(self.engine) as conn:
+                if admit is not None:
+                    lock_tenant(conn, new.tenant_id)
+                    # a twin of this request may have committed while we waited
+                    twin = self._idempotent_row(conn, new)
+                    if twin is not None:
+                        return self._check_same_request(self._record(conn, twin), new), False
+                    admit(tenant_usage(conn, new.tenant_id, now))
                 conn.execute(
                     insert(t.jobs).values(
                         id=job_id,
@@ -149,23 +164,27 @@ class JobStore:
         except IntegrityError:
             if not new.idempotency_key:
                 raise
-            existing = self._by_idempotency_key(new.tenant_id, new.idempotency_key)
+            existing = self.find_idempotent(new.tenant_id, new.idempotency_key)
             if existing is None:
                 raise
             return self._check_same_request(existing, new), False
 
-    def _by_idempotency_key(self, tenant_id: str, key: str) -> JobRecord | None:
+    def find_idempotent(self, tenant_id: str, key: str) -> JobRecord | None:
+        """The job an earlier request with this ``Idempotency-Key`` created, if any."""
         with read_tx(self.engine) as conn:
-            row = (
-                conn.execute(
-                    select(t.jobs).where(
-                        t.jobs.c.tenant_id == tenant_id, t.jobs.c.idempotency_key == key
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            row = self._key_row(conn, tenant_id, key)
             return self._record(conn, row) if row is not None else None
+
+    @staticmethod
+    def _key_row(conn: Connection, tenant_id: str, key: str) -> Any:
+        c = t.jobs.c
+        q = select(t.jobs).where(c.tenant_id == tenant_id, c.idempotency_key == key)
+        return conn.execute(q).mappings().first()
+
+    def _idempotent_row(self, conn: Connection, new: NewJob) -> Any:
+        if not new.idempotency_key:
+            return None
+        return self._key_row(conn, new.tenant_id, new.idempotency_key)
 
     @staticmethod
     def _check_same_request(existing: JobRecord, new: NewJob) -> JobRecord:

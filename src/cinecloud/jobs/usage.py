@@ -1,5 +1,5 @@
-"""Usage read from the jobs table: what tenants ran, per day (billing) and lately
-(fair share).
+"""Usage read from the jobs table: what tenants ran, per day (billing), lately
+(fair share), and what they hold now (quotas).
 
 A completed job carries its bill (``gpu_type``, ``gpu_count``, ``spot``, ``cost_usd``
 and the UTC ``billed_day`` it completed on; see :class:`~cinecloud.jobs.records.Billing`).
@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, func, or_, select
+from sqlalchemy import Connection, Engine, case, func, or_, select
 
 from cinecloud.jobs import tables as t
 from cinecloud.jobs.db import read_tx
 from cinecloud.jobs.lifecycle import JobStatus
 
-__all__ = ["FairInputs", "UsageLedger", "UsageRow"]
+__all__ = ["FairInputs", "TenantUsage", "UsageLedger", "UsageRow", "lock_tenant", "tenant_usage"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,54 @@ class UsageRow:
     jobs: int
     gpu_seconds: float
     dollars: float
+
+
+@dataclass(frozen=True)
+class TenantUsage:
+    """What one tenant holds at one moment, for its quotas.
+
+    ``active_jobs``: its queued and running jobs; ``soonest_eta_s``: the smallest ETA of
+    its running jobs (None: none has one); ``gpu_seconds``: GPU-seconds billed to it on
+    UTC day ``day`` (completed jobs, as ``GET /v1/usage`` counts them); ``now``: when.
+    """
+
+    active_jobs: int
+    soonest_eta_s: float | None
+    gpu_seconds: float
+    day: str
+    now: float
+
+
+def utc_day(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).date().isoformat()
+
+
+def lock_tenant(conn: Connection, tenant_id: str) -> None:
+    """Hold the tenant's row until the transaction ends, so that writers admitting its
+    jobs take turns (``FOR UPDATE`` on PostgreSQL; SQLite's write transactions already
+    run one at a time)."""
+    conn.execute(select(t.tenants.c.id).where(t.tenants.c.id == tenant_id).with_for_update())
+
+
+def tenant_usage(conn: Connection, tenant_id: str, now: float) -> TenantUsage:
+    """The tenant's :class:`TenantUsage` at ``now``: two indexed reads."""
+    c = t.jobs.c
+    running = JobStatus.IN_PROGRESS.value
+    active = conn.execute(
+        select(func.count(), func.min(case((c.status == running, c.eta_s))))
+        .select_from(t.jobs)
+        .where(c.tenant_id == tenant_id, c.status.in_([JobStatus.QUEUED.value, running]))
+    ).one()
+    day = utc_day(now)
+    billed = conn.execute(
+        select(func.sum(func.coalesce(c.gpu_seconds, 0.0) * func.coalesce(c.gpu_count, 1))).where(
+            c.billed_day == day,
+            c.tenant_id == tenant_id,
+            c.status == JobStatus.COMPLETED.value,
+        )
+    ).scalar_one()
+    eta = None if active[1] is None else float(active[1])
+    return TenantUsage(int(active[0]), eta, float(billed or 0.0), day, now)
 
 
 class UsageLedger:
@@ -83,6 +132,11 @@ class UsageLedger:
                 UsageRow(r[0], r[1], r[2], r[3], int(r[4]), float(r[5] or 0), float(r[6] or 0))
                 for r in conn.execute(q).all()
             ]
+
+    def holding(self, tenant_id: str, now: float) -> TenantUsage:
+        """What the tenant holds at ``now`` (a plain read: the quotas' early look)."""
+        with read_tx(self.engine) as conn:
+            return tenant_usage(conn, tenant_id, now)
 
     def fair_inputs(
         self, models: Sequence[str], since: float, names: Iterable[str] = ()

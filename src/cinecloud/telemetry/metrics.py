@@ -137,6 +137,12 @@ class Metrics:
         )
         self.failed = Counter("cinecloud_jobs_failed", "Jobs failed", ["model", "code"], registry=r)
         self.canceled = Counter("cinecloud_jobs_canceled", "Jobs canceled", ["model"], registry=r)
+        self.limited = Counter(
+            "cinecloud_requests_limited",
+            "Requests refused by a rate limit, a quota or the request budget",
+            ["code"],
+            registry=r,
+        )
         self.stage = Histogram(
             "cinecloud_stage_seconds",
             "Per-job stage timings",

@@ -10,18 +10,22 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.types import Message
 
 from cinecloud.api.auth import Caller
 from cinecloud.api.errors import ApiError, video_not_found
 from cinecloud.api.images import read_input_image
+from cinecloud.api.limits import Refusal, check_budget, check_quota
 from cinecloud.api.routers.webhooks import add_request_webhook
 from cinecloud.api.schemas import DeletedVideo, ErrorBody, VideoCreate, VideoList, VideoObject
 from cinecloud.api.state import AppState, get_state
 from cinecloud.api.views import ARTIFACT_FOR_VARIANT, artifact_url, video_object
 from cinecloud.api.webhook_loop import check_webhook_url
+from cinecloud.config import TenantLimits
 from cinecloud.engine.registry import ParamError, UnknownModel, resolve_params
 from cinecloud.jobs import (
     TERMINAL,
+    ApiKeyRecord,
     InvalidTransition,
     JobRecord,
     NewJob,
@@ -29,6 +33,8 @@ from cinecloud.jobs import (
     ReusedIdempotencyKey,
 )
 from cinecloud.jobs import request_hash as hash_request
+from cinecloud.jobs.store import Admit
+from cinecloud.jobs.usage import TenantUsage, UsageLedger
 from cinecloud.scheduler import (
     InvalidDeadline,
     InvalidParallel,
@@ -43,7 +49,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 State = Annotated[AppState, Depends(get_state)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415)
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 429)
 }
 
 
@@ -61,9 +67,27 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _form_fields(request: Request) -> tuple[dict[str, Any], UploadFile | None]:
+def _capped(request: Request, limit: int) -> Request:
+    """The request, its body cut off with 413 past ``limit`` bytes as the form parser
+    reads it (a chunked upload declares no length up front)."""
+    seen = 0
+
+    async def receive() -> Message:
+        nonlocal seen
+        message = await request.receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise ApiError(413, "body_too_large", f"request body is over {limit} bytes")
+        return message
+
+    return Request(request.scope, receive)
+
+
+async def _form_fields(request: Request, limit: int) -> tuple[dict[str, Any], UploadFile | None]:
     try:
-        form = await request.form(max_files=1, max_fields=64)
+        form = await _capped(request, limit).form(max_files=1, max_fields=64)
+    except ApiError:
+        raise
     except Exception as exc:  # the multipart parser raises several types
         raise ApiError(400, "invalid_form", f"malformed form data: {exc}") from None
     data: dict[str, Any] = {}
@@ -93,7 +117,7 @@ async def _parse_create(request: Request, state: AppState) -> tuple[VideoCreate,
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise ApiError(413, "body_too_large", f"request body is over {limit} bytes")
-        data, upload = await _form_fields(request)
+        data, upload = await _form_fields(request, limit)
     elif ctype in ("application/json", ""):
         raw = await _read_limited(request, limit)
         try:
@@ -136,7 +160,12 @@ def _check_prompts(state: AppState, body: VideoCreate) -> None:
             "prompt",
         )
     if body.negative_prompt and len(body.negative_prompt) > limit:
-        raise ApiError(400, "prompt_too_long", "negative_prompt is too long", "negative_prompt")
+        raise ApiError(
+            400,
+            "prompt_too_long",
+            f"negative_prompt is {len(body.negative_prompt)} characters; the limit is {limit}",
+            "negative_prompt",
+        )
 
 
 def _new_job(state: AppState, caller_tenant: str, body: VideoCreate, idem: str | None) -> NewJob:
@@ -252,6 +281,39 @@ async def _get(state: AppState, job_id: str, tenant_id: str) -> JobRecord:
         raise video_not_found(job_id) from None
 
 
+def _refuse(state: AppState, refusal: Refusal | None) -> None:
+    if refusal is not None:
+        state.metrics.limited.labels(code=refusal.code).inc()
+        raise refusal.error()
+
+
+async def _admission(
+    state: AppState, caller: ApiKeyRecord, idem: str | None
+) -> tuple[TenantLimits, Admit | None, bool]:
+    """The create rate and the quotas' early look (docs/reliability.md, "Abuse limits").
+
+    Returns the tenant's limits, the quota check to repeat as the job is stored, and
+    whether this repeats an accepted request (its ``Idempotency-Key``): a repeat is
+    not held to the quotas or the budget again, so it still returns its job.
+    """
+    limits = await state.limits.for_tenant(caller.tenant_id)
+    _refuse(state, await state.limits.rates.hit("create", caller.id, limits.create_rate))
+    if idem is not None:
+        earlier = await run_in_threadpool(state.jobs.find_idempotent, caller.tenant_id, idem)
+        if earlier is not None:
+            return limits, None, True
+    if not (limits.max_active_jobs or limits.gpu_seconds_per_day):
+        return limits, None, False
+    fallback = state.limits.cfg.active_retry_after_s
+
+    def admit(usage: TenantUsage) -> None:
+        _refuse(state, check_quota(limits, usage, fallback))
+
+    ledger = UsageLedger(state.jobs.engine)
+    admit(await run_in_threadpool(ledger.holding, caller.tenant_id, state.clock()))
+    return limits, admit, False
+
+
 @router.post("", response_model=VideoObject, responses=_ERRORS)
 async def create_video(
     request: Request,
@@ -262,15 +324,20 @@ async def create_video(
 ) -> JSONResponse:
     # The job's trace starts here (or joins the caller's, given a traceparent header).
     with submit_span("submit", request.headers.get("traceparent")) as span:
+        limits, admit, repeat = await _admission(state, caller, idempotency_key)
         body, reference = await _parse_create(request, state)
         new = _new_job(state, caller.tenant_id, body, idempotency_key)
+        if not repeat:
+            p = new.params
+            budget = check_budget(limits, p["width"], p["height"], p["num_frames"], p["steps"])
+            _refuse(state, budget)
         new.deadline_at = _deadline(state, cancel_after)
         if body.webhook_url is not None:
             await check_webhook_url(state, body.webhook_url, "webhook_url")
         await _attach_image(state, new, reference)
         new.traceparent = span.traceparent
         try:
-            job, created = await run_in_threadpool(state.jobs.create_job, new)
+            job, created = await run_in_threadpool(state.jobs.create_job, new, admit)
         except ReusedIdempotencyKey as exc:
             raise ApiError(409, "idempotency_key_reused", str(exc), "Idempotency-Key") from None
         span.set("cinecloud.job_id", job.id)
