@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cinecloud.testing.databases import temp_database
-from cinecloud.testing.service import Service
+from cinecloud.testing.service import Service, limits_env
 
 ENGINE = ("text_encode", "denoise", "decode")
 PROMPT = "a red star moving to the left on a sky background"
@@ -127,7 +127,7 @@ def run_mode(
     overlap: bool, jobs: int, request: dict[str, Any], env: dict[str, str], tmp: Path, db: str
 ) -> dict[str, Any]:
     """One fresh service; warm-up, then ``jobs`` at once."""
-    settings = {**env, "CINECLOUD_WORKER__OVERLAP": "true" if overlap else "false"}
+    settings = {**limits_env(), **env, "CINECLOUD_WORKER__OVERLAP": str(overlap).lower()}
     with temp_database(db, tmp) as url:
         svc = Service(tmp / ("on" if overlap else "off"), url, workers=1, env=settings).start()
         try:

@@ -27,7 +27,7 @@ import httpx
 
 from cinecloud.cli.generate import iter_sse
 from cinecloud.testing.databases import temp_database
-from cinecloud.testing.service import Service
+from cinecloud.testing.service import Service, limits_env
 
 ENGINE = ("text_encode", "denoise", "decode")
 JOB: dict[str, Any] = {"prompt": "a red ball moving left", "steps": 2}
@@ -128,13 +128,14 @@ def main() -> int:
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp, temp_database(args.db, Path(tmp)) as url:
-        svc = Service(Path(tmp) / "a", url, workers=1).start()
+        svc = Service(Path(tmp) / "a", url, workers=1, env=limits_env()).start()
         try:
             runs, full = overhead(svc, args.jobs, args.clips)
         finally:
             svc.stop()
     with tempfile.TemporaryDirectory() as tmp, temp_database(args.db, Path(tmp)) as url:
-        svc = Service(Path(tmp) / "b", url, workers=0).start()
+        # a load test: far over any one client's rate and active-jobs limits
+        svc = Service(Path(tmp) / "b", url, workers=0, env=limits_env()).start()
         try:
             closed = submit_latency(svc, args.clients, args.requests, None)
             t0 = time.perf_counter()

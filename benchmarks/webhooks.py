@@ -38,7 +38,7 @@ from cinecloud.api import build_state, create_app
 from cinecloud.config import load_config
 from cinecloud.jobs import NewJob
 from cinecloud.testing.databases import temp_database
-from cinecloud.testing.service import free_port
+from cinecloud.testing.service import NO_LIMITS, free_port
 
 MODEL = "cinecloud/shapes-t2v"
 
@@ -184,7 +184,9 @@ def main() -> None:
 
     def config(home: Path, url: str) -> Any:
         hooks = {"allow_hosts": ["127.0.0.1"], "fanout_grace_s": 1.0}
-        return load_config(None, server={"home": home}, db={"url": url}, webhooks=hooks)
+        return load_config(
+            None, server={"home": home}, db={"url": url}, webhooks=hooks, limits=NO_LIMITS
+        )
 
     with tempfile.TemporaryDirectory() as tmp, database(args.db, Path(tmp)) as url:
         cfg = config(Path(tmp), url)

@@ -15,7 +15,22 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Service", "free_port"]
+__all__ = ["NO_LIMITS", "Service", "free_port", "limits_env"]
+
+#: Every abuse limit off (``config.LimitsConfig``), for load tests and benchmarks that
+#: send far more than one client normally would: the ``limits`` config section.
+NO_LIMITS: dict[str, Any] = {
+    "rate": "",
+    "create_rate": "",
+    "max_active_jobs": 0,
+    "gpu_seconds_per_day": 0,
+    "max_pixel_steps": 0,
+}
+
+
+def limits_env(limits: dict[str, Any] = NO_LIMITS) -> dict[str, str]:
+    """The ``limits`` section as ``CINECLOUD_LIMITS__*`` variables (for ``Service``)."""
+    return {f"CINECLOUD_LIMITS__{name.upper()}": str(value) for name, value in limits.items()}
 
 
 def free_port() -> int:
