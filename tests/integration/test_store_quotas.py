@@ -150,3 +150,46 @@ def test_refused_creation_leaves_nothing(stores: tuple[JobStore, AccountStore, F
     assert jobs.list_jobs(a, after=None, limit=10, order="asc") == ([], False)
     with jobs.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(t.job_events)).scalar_one() == 0
+
+
+def test_migration_counts_the_days_already_billed(db_url: str) -> None:
+    """Upgrading a database with completed jobs fills ``tenant_days`` from them."""
+    from alembic import command
+
+    from cinecloud.jobs.db import alembic_config
+
+    engine = make_engine(db_url)
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0006")
+    rows = [
+        ("a", "completed", "2027-01-15", 10.0, 2),
+        ("a", "completed", "2027-01-15", 5.0, None),
+        ("a", "completed", "2027-01-16", 1.0, 1),
+        ("a", "failed", None, 99.0, 1),
+        ("b", "completed", "2027-01-15", 3.0, 1),
+    ]
+    with engine.begin() as conn:
+        for tenant in ("a", "b"):
+            conn.execute(t.tenants.insert().values(id=tenant, name=tenant, created_at=T0))
+        for i, (tenant, status, day, gpu_s, gpus) in enumerate(rows):
+            conn.execute(
+                t.jobs.insert().values(
+                    id=f"video_{i}", tenant_id=tenant, status=status, model=MODEL, prompt="p",
+                    params={}, seconds="1", size="64x64", seed=1, created_at=T0,
+                    max_attempts=3, billed_day=day, gpu_seconds=gpu_s, gpu_count=gpus,
+                )
+            )  # fmt: skip
+    migrate(engine)
+    d = t.tenant_days.c
+    with engine.connect() as conn:
+        got = conn.execute(
+            select(d.tenant_id, d.day, d.gpu_seconds, d.jobs).order_by(d.tenant_id, d.day)
+        )
+        assert [tuple(r) for r in got] == [
+            ("a", "2027-01-15", 25.0, 2),
+            ("a", "2027-01-16", 1.0, 1),
+            ("b", "2027-01-15", 3.0, 1),
+        ]
+    engine.dispose()

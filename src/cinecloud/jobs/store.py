@@ -29,7 +29,7 @@ from cinecloud.jobs.records import (
     ReusedIdempotencyKey,
     new_id,
 )
-from cinecloud.jobs.usage import TenantUsage, lock_tenant, tenant_usage
+from cinecloud.jobs.usage import TenantUsage, add_billed, lock_tenant, tenant_usage, utc_day
 
 __all__ = ["Admit", "JobStore", "LeaseOrder"]
 
@@ -491,6 +491,9 @@ class JobStore:
                 },
                 {"timings": full},
             )
+            if billing is not None:
+                billed = gpu_seconds * billing.gpu_count
+                add_billed(conn, row["tenant_id"], utc_day(now), billed)
             return self._record(conn, self._job_row(conn, job_id))
 
     def add_timing(self, job_id: str, name: str, seconds: float) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "job_events",
     "jobs",
     "metadata",
+    "tenant_days",
     "tenants",
     "webhook_attempts",
     "webhook_cursor",
@@ -126,6 +127,17 @@ jobs = Table(
     Index("ix_jobs_tenant_queue", "tenant_id", "status", "priority", "created_at"),
     Index("ix_jobs_started", "started_at"),
     Index("ix_jobs_billed", "billed_day", "tenant_id"),
+)
+
+# GPU-seconds billed per tenant and UTC day, added to as jobs complete: the daily quota
+# reads one row (GET /v1/usage reads the jobs themselves, for the detail).
+tenant_days = Table(
+    "tenant_days",
+    metadata,
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("gpu_seconds", Float, nullable=False, server_default="0"),
+    Column("jobs", Integer, nullable=False, server_default="0"),
 )
 
 job_events = Table(

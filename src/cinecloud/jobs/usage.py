@@ -12,14 +12,26 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, or_, select
+from sqlalchemy import BindParameter, Connection, Engine, Select, bindparam, func, or_, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from cinecloud.jobs import tables as t
 from cinecloud.jobs.db import read_tx
 from cinecloud.jobs.lifecycle import JobStatus
 
-__all__ = ["FairInputs", "TenantUsage", "UsageLedger", "UsageRow", "lock_tenant", "tenant_usage"]
+__all__ = [
+    "FairInputs",
+    "TenantUsage",
+    "UsageLedger",
+    "UsageRow",
+    "add_billed",
+    "lock_tenant",
+    "tenant_usage",
+    "utc_day",
+]
 
 
 @dataclass(frozen=True)
@@ -55,7 +67,8 @@ class TenantUsage:
 
     ``active_jobs``: its queued and running jobs; ``soonest_eta_s``: the smallest ETA of
     its running jobs (None: none has one); ``gpu_seconds``: GPU-seconds billed to it on
-    UTC day ``day`` (completed jobs, as ``GET /v1/usage`` counts them); ``now``: when.
+    UTC day ``day`` (its completed jobs' GPU-seconds times GPUs, as ``GET /v1/usage``
+    counts them, kept in ``tenant_days``); ``now``: when.
     """
 
     active_jobs: int
@@ -69,32 +82,62 @@ def utc_day(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).date().isoformat()
 
 
+# The advisory locks admitting a tenant's jobs: (this, hashtext(tenant id)). Two-key
+# locks never meet the one-key ones (leader, migrations).
+_ADMIT_LOCKS = 0x63716F74  # "cqot"
+
+
 def lock_tenant(conn: Connection, tenant_id: str) -> None:
-    """Hold the tenant's row until the transaction ends, so that writers admitting its
-    jobs take turns (``FOR UPDATE`` on PostgreSQL; SQLite's write transactions already
-    run one at a time)."""
-    conn.execute(select(t.tenants.c.id).where(t.tenants.c.id == tenant_id).with_for_update())
+    """Until the transaction ends, hold the lock that writers admitting this tenant's
+    jobs take turns on: a transaction-level advisory lock on PostgreSQL (no row is
+    written; two tenants whose ids hash alike merely share one). SQLite's write
+    transactions already run one at a time, so there it does nothing."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(_LOCK, {"space": _ADMIT_LOCKS, "tenant": tenant_id})
+
+
+def _usage_query() -> Select[Any]:
+    """One statement, built once (it runs for every job submitted): three scalar
+    subqueries that each walk an index: the active jobs (bounded by the quota), the
+    running ones, and one ``tenant_days`` row."""
+    c, d = t.jobs.c, t.tenant_days.c
+    tenant: BindParameter[str] = bindparam("tenant")
+    running = JobStatus.IN_PROGRESS.value
+    active = (
+        select(func.count())
+        .select_from(t.jobs)
+        .where(c.tenant_id == tenant, c.status.in_([JobStatus.QUEUED.value, running]))
+    )
+    eta = select(func.min(c.eta_s)).where(c.tenant_id == tenant, c.status == running)
+    billed = select(d.gpu_seconds).where(d.tenant_id == tenant, d.day == bindparam("day"))
+    return select(active.scalar_subquery(), eta.scalar_subquery(), billed.scalar_subquery())
+
+
+_USAGE = _usage_query()
+_LOCK = text("SELECT pg_advisory_xact_lock(:space, hashtext(:tenant))")
 
 
 def tenant_usage(conn: Connection, tenant_id: str, now: float) -> TenantUsage:
-    """The tenant's :class:`TenantUsage` at ``now``: two indexed reads."""
-    c = t.jobs.c
-    running = JobStatus.IN_PROGRESS.value
-    active = conn.execute(
-        select(func.count(), func.min(case((c.status == running, c.eta_s))))
-        .select_from(t.jobs)
-        .where(c.tenant_id == tenant_id, c.status.in_([JobStatus.QUEUED.value, running]))
-    ).one()
+    """The tenant's :class:`TenantUsage` at ``now``."""
     day = utc_day(now)
-    billed = conn.execute(
-        select(func.sum(func.coalesce(c.gpu_seconds, 0.0) * func.coalesce(c.gpu_count, 1))).where(
-            c.billed_day == day,
-            c.tenant_id == tenant_id,
-            c.status == JobStatus.COMPLETED.value,
+    row = conn.execute(_USAGE, {"tenant": tenant_id, "day": day}).one()
+    active, eta, billed = row[0], row[1], row[2]
+    return TenantUsage(
+        int(active), None if eta is None else float(eta), float(billed or 0.0), day, now
+    )
+
+
+def add_billed(conn: Connection, tenant_id: str, day: str, gpu_seconds: float) -> None:
+    """Add one completed job's billed GPU-seconds to the tenant's ``day``."""
+    d = t.tenant_days
+    upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = upsert(d).values(tenant_id=tenant_id, day=day, gpu_seconds=gpu_seconds, jobs=1)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[d.c.tenant_id, d.c.day],
+            set_={"gpu_seconds": d.c.gpu_seconds + stmt.excluded.gpu_seconds, "jobs": d.c.jobs + 1},
         )
-    ).scalar_one()
-    eta = None if active[1] is None else float(active[1])
-    return TenantUsage(int(active[0]), eta, float(billed or 0.0), day, now)
+    )
 
 
 class UsageLedger:
