@@ -147,7 +147,8 @@ def main() -> int:
             with ExitStack() as stack:
                 svc = Service(Path(tmp) / f"cost-{name}", url, workers=0, env=limits).start()
                 stack.callback(svc.stop)
-                rows.append({"case": "cost", "limits": name, **cost(svc, one.admin_key, args.posts)})
+                took = cost(svc, one.admin_key, args.posts)
+                rows.append({"case": "cost", "limits": name, **took})
         storages = ["memory://"] + ([args.redis] if args.redis else [])
         for storage in storages:
             prefix = f"cinecloud-bench-{secrets.token_hex(4)}"

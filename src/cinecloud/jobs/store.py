@@ -115,8 +115,9 @@ class JobStore:
         or raises :class:`ReusedIdempotencyKey` if the request differs.
 
         ``admit`` (the tenant's quotas) sees the tenant's usage inside the transaction
-        that inserts, with the tenant's row locked, so replicas admitting at once
-        never overshoot. It is not asked about a repeat: that job was admitted before.
+        that inserts, holding the tenant's lock (:func:`~cinecloud.jobs.usage.lock_tenant`),
+        so replicas admitting at once never overshoot. It is not asked about a repeat:
+        that job was admitted before.
         """
         if new.idempotency_key:
             existing = self.find_idempotent(new.tenant_id, new.idempotency_key)
