@@ -11,19 +11,8 @@ from collections.abc import Callable
 import httpx
 
 from cinecloud.storage import S3Store, open_store
-from cinecloud.testing.s3 import S3_TEST_KEYS, make_bucket, s3_test_config
+from cinecloud.testing.s3 import make_bucket, s3_env, s3_test_config
 from cinecloud.testing.service import Service
-
-
-def _s3_env(endpoint: str, bucket: str) -> dict[str, str]:
-    key_id, secret = S3_TEST_KEYS
-    return {
-        "CINECLOUD_STORAGE__BACKEND": "s3",
-        "CINECLOUD_STORAGE__S3_BUCKET": bucket,
-        "CINECLOUD_STORAGE__S3_ENDPOINT_URL": endpoint,
-        "CINECLOUD_STORAGE__S3_ACCESS_KEY_ID": key_id,
-        "CINECLOUD_STORAGE__S3_SECRET_ACCESS_KEY": secret,
-    }
 
 
 def _done(c: httpx.Client) -> dict[str, object]:
@@ -39,7 +28,7 @@ def _done(c: httpx.Client) -> dict[str, object]:
 
 def test_s3_end_to_end(start_service: Callable[..., Service], s3_endpoint: str) -> None:
     bucket = make_bucket(s3_endpoint)
-    env = _s3_env(s3_endpoint, bucket)
+    env = s3_env(s3_endpoint, bucket)
     svc = start_service(workers=1, env=env)
     with svc.client() as c:
         v = _done(c)
@@ -65,7 +54,7 @@ def test_s3_end_to_end(start_service: Callable[..., Service], s3_endpoint: str) 
 
 def test_serve_from_bucket(start_service: Callable[..., Service], s3_endpoint: str) -> None:
     bucket = make_bucket(s3_endpoint)
-    env = {**_s3_env(s3_endpoint, bucket), "CINECLOUD_DELIVERY__SERVE_FROM": "bucket"}
+    env = {**s3_env(s3_endpoint, bucket), "CINECLOUD_DELIVERY__SERVE_FROM": "bucket"}
     svc = start_service(workers=1, env=env)
     with svc.client() as c:
         v = _done(c)

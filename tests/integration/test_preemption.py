@@ -11,7 +11,6 @@ videos equal, frame for frame, the same request run without interruption.
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import time
@@ -24,12 +23,11 @@ import httpx
 import numpy as np
 import pytest
 
-from cinecloud.config import load_config
 from cinecloud.jobs import JobStore, make_engine
 from cinecloud.jobs.checkpoints import CheckpointLedger
 from cinecloud.testing.databases import pg_available, temp_database
+from cinecloud.testing.fleet import Workers, first_step_after, job_events, wait_for_video
 from cinecloud.testing.service import Service
-from cinecloud.workers import LocalLauncher
 
 pytestmark = pytest.mark.integration
 
@@ -67,49 +65,27 @@ def service(tmp_path: Path, pg_url: str) -> Iterator[Service]:
 
 
 @pytest.fixture
-def start_worker(service: Service, tmp_path: Path) -> Iterator[Callable[[], LocalLauncher]]:
-    """Start one real worker process (its own launcher), loading the default model."""
-    launchers: list[LocalLauncher] = []
-
-    def start() -> LocalLauncher:
-        cfg = load_config(
-            server={"home": service.home},
-            engine={"device": "cpu", "dtype": "float32"},
-            worker={"checkpoint_every": EVERY, "work_dir": tmp_path / f"work{len(launchers)}"},
-            # The watermark holds the job id, so two jobs' frames differ by it; the
-            # resumed and uninterrupted videos are compared without it.
-            provenance={"enabled": False},
-        )
-        launcher = LocalLauncher(cfg, 1, server_url=service.url, env=dict(os.environ))
-        launchers.append(launcher)
-        launcher.start()
-        return launcher
-
-    yield start
-    for launcher in launchers:
-        launcher.stop(timeout=5)
+def workers(service: Service, tmp_path: Path) -> Iterator[Workers]:
+    """Real worker processes loading the default model, one per ``start()``."""
+    # The watermark holds the job id, so two jobs' frames differ by it; the resumed and
+    # uninterrupted videos are compared without it.
+    with Workers(
+        service.url,
+        service.home,
+        tmp_path / "work",
+        worker={"checkpoint_every": EVERY},
+        provenance={"enabled": False},
+    ) as fleet:
+        yield fleet
 
 
 def wait_for(c: httpx.Client, vid: str, pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    deadline = time.monotonic() + 120
-    while True:
-        v: dict[str, Any] = c.get(f"/v1/videos/{vid}").json()
-        if pred(v):
-            return v
-        assert time.monotonic() < deadline, f"timed out; last state {v}"
-        time.sleep(0.05)
+    return wait_for_video(c, vid, pred, timeout=120)
 
 
-def events(c: httpx.Client, vid: str) -> list[dict[str, Any]]:
-    """The job's whole event stream (it ends with the job)."""
-    with c.stream("GET", f"/v1/videos/{vid}/events") as resp:
-        return [json.loads(ln[6:]) for ln in resp.iter_lines() if ln.startswith("data: ")]
-
-
-def first_step_after(evs: list[dict[str, Any]], kind: str) -> int:
+def step_after_last(evs: list[dict[str, Any]], kind: str) -> int:
     """The first denoise step reported after the last ``kind`` event."""
-    last = max(i for i, e in enumerate(evs) if e["type"] == kind)
-    return next(e["step"] for e in evs[last:] if e.get("stage") == "denoise")
+    return first_step_after(evs, max(i for i, e in enumerate(evs) if e["type"] == kind))
 
 
 def frames(c: httpx.Client, vid: str) -> np.ndarray:
@@ -120,25 +96,25 @@ def frames(c: httpx.Client, vid: str) -> np.ndarray:
 
 
 def test_preempted_and_killed_workers_resume_from_their_checkpoints(
-    service: Service, start_worker: Callable[[], LocalLauncher], pg_url: str
+    service: Service, workers: Workers, pg_url: str
 ) -> None:
     ledger = CheckpointLedger(JobStore(make_engine(pg_url), clock=time.time))
-    first = start_worker()
+    first = workers.launchers[workers.start()]
     with service.client() as c:
         # -- SIGTERM (a spot notice) mid-denoise: checkpoint, lease given back, exit 0
         j = c.post("/v1/videos", json=REQUEST).json()["id"]
         wait_for(c, j, lambda v: v["stage"] == "denoise" and (v["step"] or 0) >= 4)
         assert first.stop(timeout=60) == [0]
-        second = start_worker()
+        second = workers.launchers[workers.start()]
         done = wait_for(c, j, lambda v: v["status"] in ("completed", "failed"))
         assert done["status"] == "completed", done
-        evs = events(c, j)
+        evs = job_events(c, j)
         (requeued,) = [e for e in evs if e["type"] == "requeued"]
         saved = requeued["checkpoint_step"]  # the job's checkpoint when it was given back
         assert requeued["reason"] == "preempted" and saved >= 5, requeued
         assert done["attempts"] == 1  # the preempted attempt does not count
         assert done["engine"]["resumed_from_step"] == str(saved)
-        assert first_step_after(evs, "requeued") == saved  # progress goes on from there
+        assert step_after_last(evs, "requeued") == saved  # progress goes on from there
         assert ledger.latest(j) is None  # a finished job keeps no checkpoint
 
         # -- SIGKILL mid-run: the lease expires, the next lease resumes from the newest
@@ -149,17 +125,17 @@ def test_preempted_and_killed_workers_resume_from_their_checkpoints(
             assert time.monotonic() < deadline, newest
             time.sleep(0.05)
         os.kill(second.pids[0], signal.SIGKILL)
-        start_worker()
+        workers.start()
         done = wait_for(c, k, lambda v: v["status"] in ("completed", "failed"))
         assert done["status"] == "completed", done
         assert done["attempts"] == 2  # the killed attempt counts
-        evs = events(c, k)
+        evs = job_events(c, k)
         requeue = max(i for i, e in enumerate(evs) if e["type"] == "requeued")
         assert evs[requeue]["code"] == "lease_expired"
         stored = [e["step"] for e in evs[:requeue] if e["type"] == "checkpoint"]
         assert stored and stored[-1] >= newest.step
         assert done["engine"]["resumed_from_step"] == str(stored[-1])
-        assert first_step_after(evs, "requeued") == stored[-1]
+        assert step_after_last(evs, "requeued") == stored[-1]
 
         # -- the same request, uninterrupted: the same video
         r = c.post("/v1/videos", json=REQUEST).json()["id"]

@@ -11,7 +11,13 @@ import pytest
 from cinecloud.engine.registry import GenerationParams, ModelSpec, ParamError, builtin_specs
 from cinecloud.engine.runner import Cancelled, RunnerProtocol, StepInfo
 from cinecloud.testing.clock import FakeClock
-from cinecloud.testing.fake_runner import FakeEngineError, FakeRunner, fake_frames
+from cinecloud.testing.fake_runner import (
+    CheckpointError,
+    FakeEngineError,
+    FakeRunner,
+    fake_denoise_state,
+    fake_frames,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -87,3 +93,39 @@ def test_validates_and_requires_load(spec: ModelSpec) -> None:
     runner.load()
     with pytest.raises(ParamError, match="got 6"):
         runner.run(replace(PARAMS, num_frames=6), lambda s: None, lambda: False)
+
+
+def test_checkpoints_resume_after_their_step_and_keep_the_chain(
+    spec: ModelSpec, tmp_path: Path
+) -> None:
+    params = replace(PARAMS, steps=6)
+    runner, _ = make(spec, checkpoints=True)
+    runner.load()
+    whole = runner.run(params, lambda s: None, lambda: False)
+    assert whole.engine == {"denoise_state": fake_denoise_state(params)}
+    # stopped after step 2: its checkpoint resumes at 3, and the chain comes out the same
+    seen: list[StepInfo] = []
+    with pytest.raises(Cancelled):
+        runner.run(params, seen.append, lambda: bool(seen) and seen[-1].step >= 2)
+    assert seen[0].checkpoint is None  # nothing run yet to save
+    saved = seen[-1].checkpoint
+    assert saved is not None
+    path = tmp_path / "step-2.ckpt"
+    path.write_bytes(saved())
+    rest: list[StepInfo] = []
+    resumed = runner.run(replace(params, checkpoint_path=str(path)), rest.append, lambda: False)
+    assert [s.step for s in rest] == [2, 3, 4, 5, 6] and rest[0].checkpoint is None
+    assert resumed.engine == {**whole.engine, "resumed_from_step": "2"}
+    # a checkpoint of another request does not resume this one
+    with pytest.raises(CheckpointError, match="another request"):
+        runner.run(
+            replace(params, seed=9, checkpoint_path=str(path)), lambda s: None, lambda: False
+        )
+
+
+def test_a_plain_fake_offers_no_checkpoints(spec: ModelSpec) -> None:
+    runner, _ = make(spec)
+    runner.load()
+    seen: list[StepInfo] = []
+    assert runner.run(PARAMS, seen.append, lambda: False).engine == {}
+    assert all(s.checkpoint is None for s in seen)

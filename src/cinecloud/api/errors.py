@@ -1,4 +1,9 @@
-"""The OpenAI error body, ``{"error": {"code", "message", "param", "type"}}``, for every 4xx/5xx."""
+"""The OpenAI error body, ``{"error": {"code", "message", "param", "type"}}``, for every 4xx/5xx.
+
+A database that cannot be reached (restarting, failing over, every session cut) answers
+503 ``database_unavailable`` with ``Retry-After``: the request may simply be sent again,
+as workers do with every call. Other unexpected errors answer 500 ``internal_error``.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["ApiError", "error_body", "install_error_handlers", "video_not_found"]
+__all__ = [
+    "ApiError",
+    "database_unavailable",
+    "error_body",
+    "install_error_handlers",
+    "video_not_found",
+]
 
 log = logging.getLogger("cinecloud.api")
 
@@ -28,6 +40,8 @@ _TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
 }
+#: Seconds a client waits before sending a request the database could not serve again.
+DB_RETRY_AFTER_S = 1
 
 
 class ApiError(Exception):
@@ -64,6 +78,17 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"{param}: {msg}" if param else msg), param
 
 
+def database_unavailable(exc: OperationalError) -> bool:
+    """Whether ``exc`` means the database is away or busy for now (a retry may pass),
+    rather than a broken statement: a lost connection, any of PostgreSQL's operational
+    errors (server down or shutting down, a cut session, a serialization failure), or a
+    locked SQLite file."""
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    return type(orig).__module__.startswith("psycopg") or "database is locked" in str(orig)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -92,4 +117,16 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error", exc_info=exc)
         return JSONResponse(
             error_body(500, "internal_error", "internal server error"), status_code=500
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _database_error(request: Request, exc: OperationalError) -> JSONResponse:
+        if not database_unavailable(exc):
+            return await _unexpected(request, exc)
+        # The connection failed or was cut (a restart, a failover): no bug to trace.
+        log.warning("database unavailable: %s", str(exc.orig or exc).splitlines()[0])
+        return JSONResponse(
+            error_body(503, "database_unavailable", "the database is unavailable; retry shortly"),
+            status_code=503,
+            headers={"Retry-After": str(DB_RETRY_AFTER_S)},
         )

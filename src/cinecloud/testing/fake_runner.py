@@ -9,12 +9,24 @@ to encode. Each step "takes" ``step_s`` through the injected ``sleep``; with a
 
 For worker processes, ``WorkerConfig.runner_factory`` can name
 ``cinecloud.testing.fake_runner:fake_runner_factory`` (or the slow variant).
+
+With ``checkpoints=True`` (``checkpointing_fake_runner_factory``) it also saves and
+resumes its denoise loop the way the engine does (:mod:`cinecloud.engine.checkpoint`):
+after every step run here it offers the step's checkpoint, and ``params.checkpoint_path``
+resumes after the saved step. Its loop state is a hash chain over the steps
+(:func:`fake_denoise_state`), kept in the job's engine record as ``denoise_state``: it
+equals the uninterrupted run's only if every step ran exactly once, in order, however
+often the run was killed and resumed. So fault tests get real checkpoints through real
+workers at no model's cost.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -28,16 +40,57 @@ from cinecloud.engine.registry import (
 from cinecloud.engine.runner import Cancelled, RunResult, StepInfo
 
 __all__ = [
+    "CheckpointError",
     "FakeEngineError",
     "FakeRunner",
+    "checkpointing_fake_runner_factory",
+    "fake_denoise_state",
     "fake_frames",
     "fake_runner_factory",
     "slow_fake_runner_factory",
 ]
 
+FAKE_CHECKPOINT_FORMAT = "cinecloud.fake-denoise/1"
+
 
 class FakeEngineError(RuntimeError):
     """Raised by a :class:`FakeRunner` told to fail at a step."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not resume this run. Named like the engine's
+    (``engine.checkpoint.CheckpointError``), which the worker tells apart by name."""
+
+
+def _fingerprint(params: GenerationParams) -> str:
+    fields = [params.prompt, params.width, params.height, params.num_frames, params.steps]
+    return hashlib.sha256(json.dumps([*fields, params.seed]).encode()).hexdigest()
+
+
+def _advance(state: str, step: int) -> str:
+    return hashlib.sha256(f"{state}:{step}".encode()).hexdigest()
+
+
+def fake_denoise_state(params: GenerationParams, upto: int | None = None) -> str:
+    """The fake loop's state after step ``upto`` (the last by default), run once through."""
+    state = _fingerprint(params)
+    for k in range(1, (params.steps if upto is None else upto) + 1):
+        state = _advance(state, k)
+    return state
+
+
+def _load_checkpoint(path: str, params: GenerationParams) -> tuple[int, str]:
+    """(step, state) saved in the fake checkpoint at ``path``, checked against ``params``."""
+    try:
+        data = json.loads(Path(path).read_bytes())
+        fmt, fp, step, state = data["format"], data["fingerprint"], data["step"], data["state"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"unreadable fake checkpoint: {exc}") from None
+    if fmt != FAKE_CHECKPOINT_FORMAT or fp != _fingerprint(params):
+        raise CheckpointError("the checkpoint belongs to another request")
+    if not isinstance(step, int) or not 0 < step < params.steps:
+        raise CheckpointError(f"step {step} does not fit a run of {params.steps} steps")
+    return step, str(state)
 
 
 def fake_frames(params: GenerationParams) -> np.ndarray:
@@ -69,6 +122,7 @@ class FakeRunner:
         load_s: float = 0.0,
         fail_at_step: int | None = None,
         require_installed: bool = False,
+        checkpoints: bool = False,
     ) -> None:
         self.spec = spec
         self.device = device
@@ -77,6 +131,7 @@ class FakeRunner:
         self.load_s = load_s
         self.fail_at_step = fail_at_step
         self.require_installed = require_installed
+        self.checkpoints = checkpoints
         self._clock = clock
         self._sleep = sleep
         self.loaded = False
@@ -111,13 +166,18 @@ class FakeRunner:
             frame: np.ndarray = fake_frames(params)[params.num_frames // 2]
             return frame
 
-        for k in range(total + 1):
-            if k:
+        first, state = 0, _fingerprint(params)
+        if self.checkpoints and params.checkpoint_path:
+            first, state = _load_checkpoint(params.checkpoint_path, params)
+        for k in range(first, total + 1):
+            if k > first:
                 if self.step_s:
                     self._sleep(self.step_s)
                 if k == self.fail_at_step:
                     raise FakeEngineError(f"fake failure at step {k}/{total}")
-            on_step(StepInfo("denoise", k, total, clock() - start, preview=preview if k else None))
+                state = _advance(state, k)
+            saved = self._saver(params, k, state) if self.checkpoints and k > first else None
+            on_step(StepInfo("denoise", k, total, clock() - start, saved, preview if k else None))
             if should_cancel():
                 raise Cancelled(k, total)
         timings["denoise"] = clock() - start
@@ -133,7 +193,22 @@ class FakeRunner:
             seed=params.seed,
             device=self.device,
             dtype=self.dtype,
+            engine=self._record(first, state),
         )
+
+    def _record(self, first: int, state: str) -> dict[str, str]:
+        if not self.checkpoints:
+            return {}
+        resumed = {"resumed_from_step": str(first)} if first else {}
+        return {"denoise_state": state, **resumed}
+
+    @staticmethod
+    def _saver(params: GenerationParams, step: int, state: str) -> Callable[[], bytes]:
+        def save() -> bytes:
+            body = {"format": FAKE_CHECKPOINT_FORMAT, "fingerprint": _fingerprint(params)}
+            return json.dumps({**body, "step": step, "state": state}).encode()
+
+        return save
 
 
 def fake_runner_factory(spec: ModelSpec, cfg: Config) -> FakeRunner:
@@ -144,3 +219,8 @@ def fake_runner_factory(spec: ModelSpec, cfg: Config) -> FakeRunner:
 def slow_fake_runner_factory(spec: ModelSpec, cfg: Config) -> FakeRunner:
     """A ``runner_factory`` for cancel and lease tests: 0.5 s per step."""
     return FakeRunner(spec, step_s=0.5)
+
+
+def checkpointing_fake_runner_factory(spec: ModelSpec, cfg: Config) -> FakeRunner:
+    """A ``runner_factory`` for fault tests: 0.1 s per step, with denoise checkpoints."""
+    return FakeRunner(spec, step_s=0.1, checkpoints=True)

@@ -18,7 +18,13 @@ from pathlib import Path
 
 from cinecloud.config import StorageConfig
 
-__all__ = ["S3_TEST_KEYS", "make_bucket", "moto_s3_server", "s3_test_config"]
+__all__ = [
+    "S3_TEST_KEYS",
+    "make_bucket",
+    "moto_s3_server",
+    "s3_env",
+    "s3_test_config",
+]
 
 #: Credentials the test server accepts (it accepts any; these keep boto3 from looking further).
 S3_TEST_KEYS = ("cinecloud-test-key", "cinecloud-test-secret")
@@ -36,6 +42,18 @@ def moto_s3_server(host: str = "127.0.0.1") -> Iterator[str]:
         yield f"http://{bound_host}:{port}"
     finally:
         server.stop()
+
+
+def s3_env(endpoint: str, bucket: str) -> dict[str, str]:
+    """The ``CINECLOUD_*`` settings that put a ``cinecloud serve`` on ``bucket``."""
+    key_id, secret = S3_TEST_KEYS
+    return {
+        "CINECLOUD_STORAGE__BACKEND": "s3",
+        "CINECLOUD_STORAGE__S3_BUCKET": bucket,
+        "CINECLOUD_STORAGE__S3_ENDPOINT_URL": endpoint,
+        "CINECLOUD_STORAGE__S3_ACCESS_KEY_ID": key_id,
+        "CINECLOUD_STORAGE__S3_SECRET_ACCESS_KEY": secret,
+    }
 
 
 def s3_test_config(endpoint: str, bucket: str, **fields: object) -> StorageConfig:
