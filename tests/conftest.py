@@ -21,14 +21,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(getattr(pytest.mark, kind))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database, once on SQLite and once on PostgreSQL."""
-    if request.param == "postgres" and not pg_available():
+def _need_postgres() -> None:
+    """Skip without PostgreSQL, except in CI, which must test it."""
+    if not pg_available():
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL is not reachable, and CI must test it")
         pytest.skip("PostgreSQL is not reachable")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database, once on SQLite and once on PostgreSQL."""
+    if request.param == "postgres":
+        _need_postgres()
     with temp_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(tmp_path: Path) -> Iterator[str]:
+    """An empty PostgreSQL database."""
+    _need_postgres()
+    with temp_database("postgres", tmp_path) as url:
         yield url
 
 

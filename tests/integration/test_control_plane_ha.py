@@ -10,12 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -24,7 +21,7 @@ from cinecloud.api.autoscaling import make_autoscaler
 from cinecloud.config import load_config
 from cinecloud.jobs import JobStore, WorkerStore, make_engine
 from cinecloud.jobs import tables as t
-from cinecloud.testing.databases import pg_available, temp_database
+from cinecloud.testing.fleet import wait_until
 from cinecloud.testing.launcher import FakeLauncher
 from cinecloud.testing.service import Service
 from cinecloud.workers import LocalLauncher
@@ -33,26 +30,6 @@ from tests.conftest import make_config
 SLOW = "cinecloud.testing.fake_runner:slow_fake_runner_factory"  # 0.5 s a step
 WAN = "cinecloud/tiny-wan"
 TOKEN = "ha-worker-token"
-
-
-def wait_until(what: str, pred: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every)
-
-
-@pytest.fixture
-def pg_url(tmp_path: Path) -> Iterator[str]:
-    if not pg_available():
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not reachable, and CI must test it")
-        pytest.skip("PostgreSQL is not reachable")
-    with temp_database("postgres", tmp_path) as url:
-        yield url
 
 
 def test_sqlite_has_one_replica_and_it_leads(tmp_path: Path) -> None:

@@ -24,7 +24,6 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ from cinecloud.engine.registry import GenerationParams
 from cinecloud.jobs import JobStore, make_engine
 from cinecloud.jobs import tables as t
 from cinecloud.storage import open_store
-from cinecloud.testing.databases import pg_available, temp_database
 from cinecloud.testing.fake_runner import fake_denoise_state
 from cinecloud.testing.fleet import (
     Audit,
@@ -72,16 +70,6 @@ SERVER_ENV = {
 def report(fault: str, result: Audit) -> None:
     """One line per fault in the test's output (docs/reliability.md quotes them)."""
     print(f"\nFAULT {fault}: {result.summary()}")
-
-
-@pytest.fixture
-def pg_url(tmp_path: Path) -> Iterator[str]:
-    if not pg_available():
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not reachable, and CI must test it")
-        pytest.skip("PostgreSQL is not reachable")
-    with temp_database("postgres", tmp_path) as url:
-        yield url
 
 
 def fake_workers(svc: Service, root: Path, every: int = EVERY) -> Workers:

@@ -25,7 +25,6 @@ import pytest
 
 from cinecloud.jobs import JobStore, make_engine
 from cinecloud.jobs.checkpoints import CheckpointLedger
-from cinecloud.testing.databases import pg_available, temp_database
 from cinecloud.testing.fleet import Workers, first_step_after, job_events, wait_for_video
 from cinecloud.testing.service import Service
 
@@ -43,16 +42,6 @@ SERVER_ENV = {
     "CINECLOUD_QUEUE__HEARTBEAT_INTERVAL_S": "1",
     "CINECLOUD_QUEUE__LEASE_LONG_POLL_S": "1",
 }
-
-
-@pytest.fixture
-def pg_url(tmp_path: Path) -> Iterator[str]:
-    if not pg_available():
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not reachable, and CI must test it")
-        pytest.skip("PostgreSQL is not reachable")
-    with temp_database("postgres", tmp_path) as url:
-        yield url
 
 
 @pytest.fixture
