@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from cinecloud.config import Config, load_config
 from cinecloud.jobs import tables
 from cinecloud.jobs.accounts import WorkerStore
 from cinecloud.jobs.db import make_engine
+from cinecloud.testing.fleet import wait_until
 from cinecloud.testing.ray_cluster import (
     FakeAutoscalingCluster,
     alive_nodes,
@@ -48,16 +49,6 @@ FAST_LEASES = {
 }
 POOL = "cinecloud/shapes-t2v"  # a pool is a model id: its workers load only that model
 CPU = RayPool(num_gpus=0, num_cpus=1)  # what one worker asks of Ray here
-
-
-def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 class Plane:
@@ -95,7 +86,7 @@ class Plane:
 
     def wait_done(self, video_id: str, timeout: float) -> dict[str, Any]:
         done = ("completed", "failed", "canceled")
-        return dict(wait_until(lambda: _if(self.get(video_id), done), timeout, video_id))
+        return dict(wait_until(video_id, lambda: _if(self.get(video_id), done), timeout, 0.2))
 
     def events(self, video_id: str) -> list[tuple[str, dict[str, Any]]]:
         """(type, data) of every event of a finished job, from its SSE stream."""
@@ -171,9 +162,9 @@ class TestMultiNode:
     def test_workers_on_every_node_run_jobs(self, launcher: RayLauncher, plane: Plane) -> None:
         launcher.scale(POOL, 3)
         assert launcher.current(POOL) == 3
-        nodes = wait_until(lambda: _full(_nodes_of(launcher), 3), 60, "3 running workers")
+        nodes = wait_until("3 running workers", lambda: _full(_nodes_of(launcher), 3), 60, 0.2)
         assert len(set(nodes.values())) == 3, nodes  # one worker on each node
-        wait_until(lambda: plane.registered(set(nodes)), 60, "the workers to register")
+        wait_until("the workers to register", lambda: plane.registered(set(nodes)), 60, 0.2)
 
         ids = [plane.submit(f"job {i}", steps=3) for i in range(6)]
         for vid in ids:
@@ -185,17 +176,17 @@ class TestMultiNode:
         self, launcher: RayLauncher, plane: Plane, cluster: Any
     ) -> None:
         launcher.scale(POOL, 3)
-        nodes = wait_until(lambda: _full(_nodes_of(launcher), 3), 60, "3 running workers")
+        nodes = wait_until("3 running workers", lambda: _full(_nodes_of(launcher), 3), 60, 0.2)
         pids = {w.name: w.pid for w in launcher.workers(POOL)}
         vid = plane.submit("a long one", steps=12)
-        wait_until(lambda: (plane.get(vid)["step"] or 0) >= 2, 30, "the job to be running")
+        wait_until("the job to be running", lambda: (plane.get(vid)["step"] or 0) >= 2, 30, 0.2)
         victim = plane.holder_of(vid)
         node = next(n for n in cluster.list_all_nodes() if n.node_id == nodes[victim])
 
         cluster.remove_node(node)
         # The worker went with its node: it is not left holding the lease.
         victim_pid = pids[victim]
-        wait_until(lambda: not psutil.pid_exists(victim_pid), 20, "the worker to die")
+        wait_until("the worker to die", lambda: not psutil.pid_exists(victim_pid), 20, 0.2)
 
         done = plane.wait_done(vid, 60)
         assert done["status"] == "completed", done
@@ -209,9 +200,9 @@ class TestMultiNode:
         assert launcher.current(POOL) == 2
         cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
         launcher.scale(POOL, 3)
-        after = wait_until(lambda: _full(_nodes_of(launcher), 3), 60, "a third worker")
+        after = wait_until("a third worker", lambda: _full(_nodes_of(launcher), 3), 60, 0.2)
         assert nodes[victim] not in set(after.values())
-        wait_until(lambda: plane.registered(set(after)), 60, "the new worker to register")
+        wait_until("the new worker to register", lambda: plane.registered(set(after)), 60, 0.2)
 
     def test_new_launcher_adopts_workers_and_scales_down(
         self, launcher: RayLauncher, plane: Plane, tmp_path: Path
@@ -260,9 +251,9 @@ def test_autoscaler_adds_nodes_for_workers_that_do_not_fit(plane: Plane, tmp_pat
             # (the fake autoscaler can be that quick when the probe is slow).
             workers = launcher.workers(POOL)
             assert all(w.state == "pending" or w.node_id != head["NodeID"] for w in workers)
-            nodes = wait_until(lambda: _full(_nodes_of(launcher), 2), 90, "new nodes")
+            nodes = wait_until("new nodes", lambda: _full(_nodes_of(launcher), 2), 90, 0.2)
             assert len(alive_nodes()) == 3 and len(set(nodes.values())) == 2
-            wait_until(lambda: plane.registered(set(nodes)), 60, "the workers to register")
+            wait_until("the workers to register", lambda: plane.registered(set(nodes)), 60, 0.2)
             vid = plane.submit("on an added node", steps=2)
             assert plane.wait_done(vid, 60)["status"] == "completed"
             assert plane.runner_of(vid) in nodes
@@ -276,7 +267,7 @@ def test_autoscaler_adds_nodes_for_workers_that_do_not_fit(plane: Plane, tmp_pat
             time.sleep(4)  # > idle timeout 2 s + an autoscaler pass (1 s)
             assert len(alive_nodes()) == 3
             launcher.scale(POOL, 0)  # the request is withdrawn: the idle nodes go
-            wait_until(lambda: len(alive_nodes()) == 1, 60, "the idle nodes to be removed")
+            wait_until("the idle nodes to be removed", lambda: len(alive_nodes()) == 1, 60, 0.2)
         finally:
             launcher.stop()
             launcher.close()
