@@ -48,7 +48,7 @@ from cinecloud.testing.fleet import (
 from cinecloud.testing.outage import TcpGate
 from cinecloud.testing.postgres import PrivatePostgres, pg_binaries
 from cinecloud.testing.s3 import make_bucket, s3_env, s3_test_config
-from cinecloud.testing.service import Service
+from cinecloud.testing.service import Service, limits_env
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +58,8 @@ FAKE = "cinecloud.testing.fake_runner:checkpointing_fake_runner_factory"  # 0.1 
 MODEL = "cinecloud/tiny-wan"
 EVERY = 2  # worker.checkpoint_every
 SERVER_ENV = {
+    # a full queue is submitted at once: the create rate limit would refuse part of it
+    **limits_env(),
     "CINECLOUD_QUEUE__LEASE_TTL_S": "3",
     "CINECLOUD_QUEUE__SWEEP_INTERVAL_S": "0.5",
     "CINECLOUD_QUEUE__HEARTBEAT_INTERVAL_S": "1",
