@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator, Sequence
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from cinecloud.jobs import (
     AccountStore,
@@ -339,3 +339,26 @@ def test_concurrent_placed_leases_never_double_claim(db_url: str) -> None:
     assert sorted(got) == sorted(degrees)
     assert all(len(ws) == 1 for ws in got.values())
     assert all(degrees[j] in (None, ws[0]) for j, ws in got.items())
+
+
+def test_event_ids_pass_32_bits(stores: tuple[JobStore, AccountStore]) -> None:
+    """Event ids are 64-bit on both databases: a deployment's events outlive 2**31 ids."""
+    jobs, accounts = stores
+    tenant = accounts.ensure_tenant("big-ids")
+    job, _ = jobs.create_job(_new(tenant.id))
+    high = 2**31 + 10
+    with jobs.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT setval('job_events_id_seq', :v)"), {"v": high})
+        else:  # SQLite continues after the largest rowid
+            conn.execute(
+                text(
+                    "INSERT INTO job_events (id, job_id, type, data, created_at) "
+                    "VALUES (:id, :job, 'note', '{}', 0)"
+                ),
+                {"id": high, "job": job.id},
+            )
+    jobs.cancel(job.id, tenant.id)  # the store's own insert takes the next id
+    later = jobs.events_after(job.id, high)
+    assert [e.type for e in later] == ["canceled"]
+    assert later[0].id > high

@@ -140,10 +140,15 @@ tenant_days = Table(
     Column("jobs", Integer, nullable=False, server_default="0"),
 )
 
+# Row ids that may pass 2**31 over a deployment's life (a job writes dozens of events):
+# BIGINT on PostgreSQL; SQLite's INTEGER PRIMARY KEY is its 64-bit rowid already (and
+# autoincrement needs that exact type there).
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
 job_events = Table(
     "job_events",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", RowId, primary_key=True, autoincrement=True),
     Column("job_id", String(64), ForeignKey("jobs.id"), nullable=False),
     Column("type", String(32), nullable=False),
     Column("data", JSON, nullable=False),
@@ -154,7 +159,7 @@ job_events = Table(
 artifacts = Table(
     "artifacts",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", RowId, primary_key=True, autoincrement=True),
     Column("job_id", String(64), ForeignKey("jobs.id"), nullable=False),
     Column("name", String(200), nullable=False),
     Column("key", String(512), nullable=False),
