@@ -44,6 +44,10 @@ def test_production_has_every_part() -> None:
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert worker["image"] == "registry.example.com/cinecloud:0.1.0"
     assert "StatefulSet/postgres" in objs and "Service/postgres" in objs
+    # the replicas count rate limits together, in the Redis beside them
+    assert "Deployment/redis" in objs and "Service/redis" in objs
+    (env,) = [k for k in objs if k.startswith("ConfigMap/cinecloud-config-")]
+    assert objs[env]["data"]["CINECLOUD_LIMITS__STORAGE"] == "redis://redis:6379/0"
     assert "Deployment/cinecloud-edge" in objs and "Service/cinecloud-edge" in objs
     scaler = objs["ScaledObject/cinecloud-worker"]["spec"]
     assert scaler["scaleTargetRef"]["name"] == "cinecloud-worker"
