@@ -23,14 +23,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
+from cinecloud.api.errors import database_unavailable
 from cinecloud.jobs.leader import LeaderLock
 
 if TYPE_CHECKING:
     from cinecloud.api.state import AppState
 
-__all__ = ["Leadership", "Loop", "add_loop", "replica_name", "run_leader_loops"]
+__all__ = ["Leadership", "Loop", "LoopFailures", "add_loop", "replica_name", "run_leader_loops"]
 
 log = logging.getLogger("cinecloud.api.loops")
 
@@ -68,12 +70,51 @@ def add_loop(state: AppState, name: str, tick: Tick, interval_s: float) -> None:
     state.loops[name] = Loop(name, tick, interval_s)
 
 
+class LoopFailures:
+    """How a background loop reports its failed turns without flooding the log.
+
+    A database that is away (:func:`~cinecloud.api.errors.database_unavailable`) is one
+    warning, without a traceback, when the outage starts and one line when a turn passes
+    again; the turns in between are logged at debug level. Any other error is logged
+    with its traceback every time: it is a bug, not weather.
+    """
+
+    def __init__(self, name: str, logger: logging.Logger = log) -> None:
+        self.name = name
+        self.log = logger
+        self.outage_turns = 0  # failed turns since the database went away
+
+    def failed(self, exc: Exception) -> None:
+        if isinstance(exc, OperationalError) and database_unavailable(exc):
+            self.outage_turns += 1
+            if self.outage_turns == 1:
+                self.log.warning(
+                    "%s: the database is unavailable (%s); retrying",
+                    self.name,
+                    str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__,
+                )
+            else:
+                self.log.debug("%s: the database is still unavailable", self.name)
+            return
+        self.log.error("%s failed", self.name, exc_info=exc)
+
+    def passed(self) -> None:
+        if self.outage_turns:
+            self.log.warning(
+                "%s: the database is back after %d failed turns", self.name, self.outage_turns
+            )
+            self.outage_turns = 0
+
+
 async def _run(state: AppState, loop: Loop) -> None:
+    failures = LoopFailures(f"loop {loop.name}")
     while True:
         try:
             await loop.tick(state)
-        except Exception:  # keep looping through a database blip
-            log.exception("loop %s failed", loop.name)
+        except Exception as exc:  # keep looping through a database blip
+            failures.failed(exc)
+        else:
+            failures.passed()
         await asyncio.sleep(loop.interval_s)
 
 

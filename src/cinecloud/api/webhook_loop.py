@@ -17,6 +17,7 @@ import httpx
 from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.errors import ApiError
+from cinecloud.api.loops import LoopFailures
 from cinecloud.api.state import AppState
 from cinecloud.jobs.webhooks import AttemptRecord, DueDelivery
 from cinecloud.webhooks import (
@@ -106,12 +107,15 @@ async def deliver_once(
 
 async def webhook_loop(state: AppState) -> None:
     """Deliver until canceled; a database blip only costs a pass."""
+    failures = LoopFailures("webhook delivery", log)
     async with make_client(state.cfg.webhooks) as client:
         while True:
             sent = 0
             try:
                 sent = await deliver_once(state, client)
-            except Exception:
-                log.exception("webhook pass failed")
+            except Exception as exc:
+                failures.failed(exc)
+            else:
+                failures.passed()
             if sent < state.cfg.webhooks.concurrency:
                 await state.events.wait(state.cfg.webhooks.poll_interval_s)
