@@ -246,7 +246,7 @@ class EngineConfig:
     offload: str = "auto"  # auto | none | model | group (engine.memory)
     vae_tiling: str = "auto"  # auto | on | off
     attention: str = "auto"  # auto (measured on CUDA) or a diffusers attention backend
-    compile: str = "auto"  # auto (regional on CUDA) | off | regional
+    compile: str = "auto"  # auto (CUDA: graphs if small, else regional) | off | regional | graphs
     quantize: str = "off"  # off | fp8 (torchao, CUDA only; lossy, opt-in per worker)
     step_cache_threshold: float = 0.05  # First Block Cache threshold for step_cache requests
 
@@ -554,7 +554,7 @@ class _Engine(BaseModel):
     attention: Literal[
         "auto", "native", "_native_cudnn", "_native_flash", "_native_efficient", "flash"
     ] = "auto"
-    compile: Literal["auto", "off", "regional"] = "auto"
+    compile: Literal["auto", "off", "regional", "graphs"] = "auto"
     quantize: Literal["off", "fp8"] = "off"
     step_cache_threshold: float = Field(0.05, gt=0)
 

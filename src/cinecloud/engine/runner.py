@@ -30,7 +30,9 @@ from cinecloud.engine.speed import (
     QUANTIZE_MODES,
     AttentionChoices,
     attention_key,
+    auto_compile_mode,
     choose_attention,
+    compile_graphed,
     compile_regions,
     quantize_fp8,
     set_attention,
@@ -229,8 +231,8 @@ class Runner:
         return self._clock() - start
 
     def _tune(self, family: Family, device: str) -> dict[str, str]:
-        """Attention backend (remembered, else by measurement), then regional compile,
-        then one warm-up run."""
+        """Attention backend (remembered, else by measurement), then compile (regional, or
+        CUDA graphs for a small model), then one warm-up run."""
         cuda = device.startswith("cuda")
         with tempfile.TemporaryDirectory(prefix="cinecloud-warmup-") as tmp:
             probe_params = self._probe_params(Path(tmp))
@@ -249,9 +251,16 @@ class Runner:
             attention, source = self._attention(model, candidates, probe, key)
             mode = self._want_compile
             if mode == "auto":
-                mode = "regional" if cuda else "off"
+                mode = auto_compile_mode(
+                    model,
+                    cuda=cuda,
+                    parallel=self._ranks is not None,
+                    quantized=self._quantize != "off",
+                )
             if mode == "regional" and model is not None:
                 compile_regions(model)
+            elif mode == "graphs" and model is not None:
+                compile_graphed(model)
             started = self._clock()
             try:
                 probe()
