@@ -1,22 +1,42 @@
 """The worker parent: speaks the worker protocol and keeps the engine child in line.
 
-One thread (the caller of :func:`run_worker`) leases jobs, hands each to the
-spawned child, forwards its progress, uploads its files and reports the result.
-It is also the watchdog: when a job must stop it sends :class:`Cancel`, and a
-child that has not acknowledged within ``cancel_grace_s`` is killed and replaced.
-A second thread heartbeats the held leases (quickly while a job runs, so a cancel
-reaches the child fast) and raises a job's cancel flag when told to.
+Threads, each with one job:
 
-Overlap (``worker.overlap``, on by default): when the child reports a job's last
-denoising step (only the decode is left on the engine), the parent leases the next job
-and sends it; the child starts it the moment the engine is free, so the GPU denoises
-job n+1 while job n renders in the child's render process and uploads here. At most two
-jobs are held: the one being finished and the next, already on the engine.
+- the **lease thread** (:meth:`Worker._lease_loop`) keeps jobs leased ahead: whenever
+  the limits leave room it asks for up to that many jobs (:meth:`Worker._take`, the one
+  place the worker leases), fetches their inputs and holds them (:mod:`.held`);
+- the **engine loop** (the caller of :func:`run_worker`) hands held jobs to the spawned
+  child in lease order, forwards its progress, and is the watchdog: a job that must stop
+  gets :class:`Cancel` (a child that has not answered within ``cancel_grace_s`` is killed
+  and replaced);
+- a **finisher** per ended job uploads its files and completes it, reports its failure,
+  or gives its lease back, so a slow upload never holds up the engine or the leasing;
+- the **heartbeat** thread renews every held lease (quickly while any is held, so a
+  cancel reaches the worker fast) and raises a job's cancel flag when told to.
 
-Preemption: SIGTERM (a spot notice) stops the worker. The child saves the job in hand at
-its next step boundary and stops; the parent uploads that checkpoint, gives the lease
-back (the job is queued again, no attempt counted) and exits with 0. The child's periodic
-checkpoints go up as they come (:mod:`cinecloud.workers.checkpoints`).
+Overlap (``worker.overlap``, on by default): the worker holds the job on the engine and
+the next one, already waiting on the child's pipe, so the engine starts it the moment it
+frees up; meanwhile earlier jobs render in the child's render processes
+(``worker.render_processes``, side by side) and upload here. A job stops counting
+against that look-ahead when its engine work ends (the child's ``render`` progress);
+at most ``2 x render_processes + 2`` jobs are held in all, so rendering or uploading
+that falls behind the engine stops the leasing instead of piling up leases. Without
+overlap the worker holds one job at a time. A job canceled before it reached the engine
+is dropped (the child drops one still waiting on its pipe); one rendering is dropped
+when its render ends.
+
+When the engine child dies, the jobs it held short of the end of their engine work
+fail as retryable (``worker_crashed``: one of them is the cause); those already
+rendering are given back (``release``, no attempt counted), and so is every other job
+when the child is killed for one job's sake (a cancel it ignored) or a parallel rank is
+lost.
+
+Preemption: SIGTERM (a spot notice) stops the worker. It leases no more and gives back
+every job it holds: those not on the engine at once, and the child saves the job in hand
+at its next step boundary and stops; the parent uploads that checkpoint, gives the lease
+back (the job is queued again, no attempt counted) and exits with 0 once nothing is
+held. A child that has not stopped within ``preempt_grace_s`` is killed first. The
+child's periodic checkpoints go up as they come (:mod:`cinecloud.workers.checkpoints`).
 
 ``gpu_seconds`` reported on completion is the wall time of the engine run
 (text encode, denoise and decode; not model load, render or upload). It is
@@ -646,8 +666,7 @@ class Worker:
             gpus = [g.to_dict() for g in self._gpus()]
             reply = client.heartbeat(self._worker_id, held, "busy" if held else "idle", gpus)
         except LeaseLost:
-            for active in jobs:  # which lease went is not said: stop every job held
-                active.request_cancel("lease lost")
+            self._find_lost(client, jobs)
         except ControlPlaneError as exc:
             log.warning("heartbeat refused: %s", exc)
             if exc.status == 404:  # the control plane forgot us (e.g. a fresh database)
@@ -658,6 +677,21 @@ class Worker:
             for active in jobs:
                 if active.job.job_id in reply.cancel:
                     active.request_cancel("canceled by the control plane")
+
+    def _find_lost(self, client: ControlPlaneClient, jobs: list[HeldJob]) -> None:
+        """The heartbeat does not say which lease is lost: with several held, an empty
+        events call for each answers ``lease_lost`` for the lost ones, and only those
+        stop. One that cannot be asked now is asked again at the next heartbeat."""
+        if len(jobs) == 1:
+            jobs[0].request_cancel("lease lost")
+            return
+        for held in jobs:
+            try:
+                client.events(held.job_id, held.job.lease_id, [])
+            except LeaseLost:
+                held.request_cancel("lease lost")
+            except (Unreachable, ControlPlaneError) as exc:
+                log.warning("cannot check the lease of %s: %s", held.job_id, exc)
 
     def _reregister(self, client: ControlPlaneClient) -> None:
         name, capabilities = self._identity()
