@@ -1,4 +1,5 @@
-"""How busy the engine stays under a saturating queue, with and without overlap.
+"""How busy the engine stays under a saturating queue: with and without overlap, and with
+one or more render processes.
 
 A real server and one local worker (``cinecloud serve --workers 1``); after one warm-up
 job (the model load), ``--jobs`` jobs are submitted at once and the client polls until
@@ -6,19 +7,24 @@ all have completed. The engine is busy while it encodes, denoises and decodes (t
 ``text_encode``, ``denoise`` and ``decode`` timings each job reports); busy share =
 summed engine seconds / wall seconds from the submissions to the last completion. Run
 once with ``worker.overlap`` off (one job at a time: the engine waits while a job
-renders, uploads and completes and the next is leased) and once on (the next job is
-leased and denoised while the last one renders).
+renders, uploads and completes and the next is leased) and once on (the next job waits
+in the engine process while earlier ones render), for each ``--render-processes`` count
+(``worker.render_processes``; overlap off runs once, with the first). Besides the full
+wall it reports the steady state: from the first engine start to the last engine end,
+where only the gaps between jobs keep the engine idle (busy share = engine seconds /
+that window), and the gaps themselves.
 
     python benchmarks/engine_busy.py                      # default model, 10 jobs
     python benchmarks/engine_busy.py --jobs 10 --device cuda
     python benchmarks/engine_busy.py --jobs 10 --steps 2 --modes on   # short jobs on a CPU
+    python benchmarks/engine_busy.py --jobs 10 --steps 2 --render-processes 1 2
 
 The wall runs from just before the first submission to the last completion as the
 server recorded it. Besides the summary it prints, per mode, each job's timeline (lease,
 engine start and end, render seconds, upload start, completion; worker-side moments from
 the ``at`` stamps on its progress events) and where the wall without engine work went:
 before the first engine start, between jobs, and after the last engine end (the last
-render, its pickup, upload and completion).
+render, its pickup, upload and completion). With several runs, ratios to the first.
 
 On a GPU the default model's jobs take about 0.3 s of engine time, so these fixed costs
 weigh heavily. ``--steps 1`` to ``3`` gives jobs of a similar length on a CPU. A small
@@ -123,13 +129,38 @@ def gaps(jobs: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
+def steady(jobs: list[dict[str, float]], engine_s: float) -> dict[str, Any]:
+    """The steady state: from the first engine start to the last engine end, the engine's
+    busy share in it and the gaps between one job's engine end and the next one's start."""
+    jobs = sorted(jobs, key=lambda j: j["engine_start"])
+    window = max(j["engine_end"] for j in jobs) - jobs[0]["engine_start"]
+    between = [
+        max(0.0, nxt["engine_start"] - prev["engine_end"]) for prev, nxt in itertools.pairwise(jobs)
+    ]
+    return {
+        "window_s": window,
+        "busy": engine_s / window if window > 0 else 0.0,
+        "gaps_s": between,
+        "gap_mean_s": sum(between) / len(between) if between else 0.0,
+        "gap_max_s": max(between, default=0.0),
+    }
+
+
 def run_mode(
-    overlap: bool, jobs: int, request: dict[str, Any], env: dict[str, str], tmp: Path, db: str
+    overlap: bool,
+    jobs: int,
+    request: dict[str, Any],
+    env: dict[str, str],
+    tmp: Path,
+    db: str,
+    render_processes: int | None = None,
 ) -> dict[str, Any]:
     """One fresh service; warm-up, then ``jobs`` at once."""
     settings = {**limits_env(), **env, "CINECLOUD_WORKER__OVERLAP": str(overlap).lower()}
+    if render_processes is not None:
+        settings["CINECLOUD_WORKER__RENDER_PROCESSES"] = str(render_processes)
     with temp_database(db, tmp) as url:
-        svc = Service(tmp / ("on" if overlap else "off"), url, workers=1, env=settings).start()
+        svc = Service(tmp / "home", url, workers=1, env=settings).start()
         try:
             with svc.client() as client:
                 response = client.post("/v1/videos", json={**request, "seed": 10_000})
@@ -155,6 +186,7 @@ def run_mode(
     upload = [float(v["timings"]["upload"]) for v in videos.values()]
     return {
         "overlap": overlap,
+        "render_processes": render_processes,
         "jobs": jobs,
         "wall_s": wall,
         "engine_s": sum(engine),
@@ -164,28 +196,63 @@ def run_mode(
         "upload_per_job_s": sum(upload) / jobs,
         "device": next(iter(videos.values()))["engine"].get("device"),
         "gaps_s": gaps(times),
+        "steady": steady(times, sum(engine)),
         "timeline": sorted(times, key=lambda j: j["engine_start"]),
     }
+
+
+def label(row: dict[str, Any]) -> str:
+    """``off``, or ``on`` with its render processes (``on/2``; ``on`` for the default)."""
+    if not row["overlap"]:
+        return "off"
+    n = row.get("render_processes")
+    return "on" if n is None else f"on/{n}"
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each run against the first: wall and steady window (first / this: above 1 is
+    faster), and busy shares (this / first)."""
+    base = rows[0]
+    return [
+        {
+            "run": label(r),
+            "vs": label(base),
+            "wall_speedup": base["wall_s"] / r["wall_s"],
+            "steady_speedup": base["steady"]["window_s"] / r["steady"]["window_s"],
+            "busy_ratio": r["busy"] / base["busy"],
+            "steady_busy_ratio": r["steady"]["busy"] / base["steady"]["busy"],
+        }
+        for r in rows[1:]
+    ]
 
 
 def _summary(rows: list[dict[str, Any]], jobs: int) -> Table:
     table = Table(title=f"Engine busy share, {jobs} jobs queued at once ({rows[0]['device']})")
     for col in (
-        "overlap",
+        "overlap/render",
         "wall s",
         "engine s",
         "busy",
+        "steady s",
+        "steady busy",
+        "gap mean s",
+        "gap max s",
         "engine/job s",
         "render/job s",
         "upload/job s",
     ):
         table.add_column(col, justify="right")
     for r in rows:
+        st = r["steady"]
         table.add_row(
-            "on" if r["overlap"] else "off",
+            label(r),
             f"{r['wall_s']:.2f}",
             f"{r['engine_s']:.2f}",
             f"{100 * r['busy']:.1f}%",
+            f"{st['window_s']:.2f}",
+            f"{100 * st['busy']:.1f}%",
+            f"{st['gap_mean_s']:.3f}",
+            f"{st['gap_max_s']:.3f}",
             f"{r['engine_per_job_s']:.3f}",
             f"{r['render_per_job_s']:.3f}",
             f"{r['upload_per_job_s']:.3f}",
@@ -193,9 +260,23 @@ def _summary(rows: list[dict[str, Any]], jobs: int) -> Table:
     return table
 
 
+def _ratios_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"Against {label(rows[0])} (speed-up above 1 is faster)")
+    for col in ("run", "wall speed-up", "steady speed-up", "busy x", "steady busy x"):
+        table.add_column(col, justify="right")
+    for r in ratios(rows):
+        table.add_row(
+            r["run"],
+            f"{r['wall_speedup']:.2f}",
+            f"{r['steady_speedup']:.2f}",
+            f"{r['busy_ratio']:.2f}",
+            f"{r['steady_busy_ratio']:.2f}",
+        )
+    return table
+
+
 def _gaps_table(row: dict[str, Any]) -> Table:
-    mode = "on" if row["overlap"] else "off"
-    table = Table(title=f"Wall without engine work, overlap {mode} (s)")
+    table = Table(title=f"Wall without engine work, {label(row)} (s)")
     for name in (*row["gaps_s"], "sum", "wall - engine"):
         table.add_column(name.replace("_", " "), justify="right")
     values = [*row["gaps_s"].values(), sum(row["gaps_s"].values())]
@@ -204,8 +285,7 @@ def _gaps_table(row: dict[str, Any]) -> Table:
 
 
 def _timeline_table(row: dict[str, Any]) -> Table:
-    mode = "on" if row["overlap"] else "off"
-    table = Table(title=f"Per-job timeline, overlap {mode} (s after the first submission)")
+    table = Table(title=f"Per-job timeline, {label(row)} (s after the first submission)")
     names = ("lease", "engine_start", "engine_end", "render_s", "upload_start", "complete")
     table.add_column("job", justify="right")
     for name in names:
@@ -223,6 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="engine device (default: the config's)")
     p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--modes", nargs="+", choices=("off", "on"), default=["off", "on"])
+    p.add_argument(
+        "--render-processes",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="worker.render_processes for each overlap-on run (default: the worker's)",
+    )
     p.add_argument("--json", type=Path, default=RESULTS / "engine_busy.json")
     args = p.parse_args(argv)
 
@@ -232,18 +320,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps:
         request["steps"] = args.steps
     env = {"CINECLOUD_ENGINE__DEVICE": args.device} if args.device else {}
+    counts: list[int | None] = list(args.render_processes or [None])
+    runs = [
+        (mode == "on", n) for mode in args.modes for n in (counts if mode == "on" else counts[:1])
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in args.modes:
-            rows.append(run_mode(mode == "on", args.jobs, request, env, Path(tmp) / mode, args.db))
+        for i, (overlap, n) in enumerate(runs):
+            where = Path(tmp) / f"run{i}"
+            rows.append(run_mode(overlap, args.jobs, request, env, where, args.db, n))
 
-    console = Console(width=120)
+    console = Console(width=160)
     console.print(_summary(rows, args.jobs))
+    if len(rows) > 1:
+        console.print(_ratios_table(rows))
     for r in rows:
         console.print(_gaps_table(r))
         console.print(_timeline_table(r))
-    result = {"date": time.strftime("%Y-%m-%d"), "request": request, "db": args.db, "rows": rows}
-    if len(rows) == 2:
+    result: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "request": request,
+        "db": args.db,
+        "rows": rows,
+        "ratios": ratios(rows) if len(rows) > 1 else [],
+    }
+    if [r["overlap"] for r in rows] == [False, True]:
         result["wall_ratio_off_on"] = rows[0]["wall_s"] / rows[1]["wall_s"]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
