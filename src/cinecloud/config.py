@@ -258,9 +258,12 @@ class WorkerConfig:
     name: str = ""
     models: tuple[str, ...] = ()
     cancel_grace_s: float = 3.0
-    # Lease the next job once the engine is done with one, so the GPU denoises it while
-    # the previous job renders and uploads; False runs one job at a time.
+    # Lease jobs ahead, so the GPU denoises the next while the previous ones render and
+    # upload (docs/worker-protocol.md, "Overlap"); False runs one job at a time.
     overlap: bool = True
+    # Render processes in the engine child (MP4, HLS, images, provenance, QC), each one
+    # job at a time; None: a quarter of the CPUs, 1 to 4; 0 or 1: one.
+    render_processes: int | None = None
     work_dir: Path = Path(".cinecloud/work")
     # "module:callable" building the runner in the worker's child; empty = the real engine.
     runner_factory: str = ""
@@ -570,6 +573,7 @@ class _Worker(BaseModel):
     models: list[str] = []
     cancel_grace_s: float = Field(3.0, gt=0)
     overlap: bool = True
+    render_processes: int | None = Field(None, ge=0, le=64)
     work_dir: Path | None = None
     runner_factory: str = ""
     parallel: str = ""
@@ -746,6 +750,7 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             models=tuple(s.worker.models),
             cancel_grace_s=s.worker.cancel_grace_s,
             overlap=s.worker.overlap,
+            render_processes=s.worker.render_processes,
             work_dir=s.worker.work_dir or home / "work",
             runner_factory=s.worker.runner_factory,
             parallel=s.worker.parallel,

@@ -61,7 +61,7 @@ from cinecloud.workers.messages import (
     to_dict,
 )
 from cinecloud.workers.preview import PreviewMaker
-from cinecloud.workers.renderer import RenderProcess, save_frames
+from cinecloud.workers.renderer import RenderPool, render_pool_size, save_frames
 from cinecloud.workers.tracing import engine_spans
 
 if TYPE_CHECKING:
@@ -247,11 +247,13 @@ class _Child:
         self.preempting = False  # a Preempt came: stop the job in hand, start no other
         self._checkpoints = CheckpointWriter(cfg.worker.checkpoint_every, self.send)
         self._send_lock = threading.Lock()
-        # One render at a time, in job order: Done messages leave in the order jobs ran.
+        # worker.render_processes render side by side; a job's Done leaves when its render
+        # ends, so jobs can finish in another order than they ran.
         from cinecloud.render.trusted import TrustSettings
 
         trust = TrustSettings.from_config(cfg).to_dict()
-        self._renderer = RenderProcess(self._on_rendered, trust)
+        size = render_pool_size(cfg.worker.render_processes)
+        self._renderer = RenderPool(self._on_rendered, trust, size=size)
         self._rendering: dict[str, _EngineDone] = {}
 
     def send(self, msg: Message) -> None:
@@ -259,7 +261,7 @@ class _Child:
             self._conn.send(to_dict(msg))
 
     def load(self) -> Ready:
-        self._renderer.start()  # its imports overlap the model load
+        self._renderer.start()  # their imports overlap the model load
         if self.followers is not None:
             from cinecloud.workers.ranks import RankLink, join_as_rank
 
@@ -309,9 +311,20 @@ class _Child:
                     # One job of a batch in the engine is dropped; the call stops once
                     # every job is (self._current is None while the batch denoises).
                     self._cancel = self._cancel or (self._current is None and batch.all_canceled)
+                self.drop_waiting(msg.job_id)
             else:
                 self._pending.append(msg)
         return self._cancel
+
+    def drop_waiting(self, job_id: str) -> bool:
+        """A canceled job that waits its turn here never starts: its Failed(canceled)
+        answers the Cancel at once. Whether one waited."""
+        for msg in self._pending:
+            if isinstance(msg, RunJob) and msg.job_id == job_id:
+                self._pending.remove(msg)
+                self.send(_failed(msg, FailureCode.CANCELED, "canceled before it started"))
+                return True
+        return False
 
     # ---------------------------------------------------------- one job
 
@@ -621,7 +634,8 @@ def _serve(child: _Child) -> None:
             child.run_batch(msg)
         elif child.link is not None:
             child.link.idle()  # keeps the other ranks' wait for a command short
-        # Cancel while idle is stale (its job already ended); anything else is ignored.
+        elif isinstance(msg, Cancel):
+            child.drop_waiting(msg.job_id)  # else stale: its job already ended
 
 
 def _followers(cfg: Config, log_level: int) -> Followers | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+from collections.abc import Sequence
 from multiprocessing.connection import wait
+from typing import Any
 
 from cinecloud.config import Config
 from cinecloud.workers.child import child_main
@@ -48,9 +50,10 @@ class ChildProcess:
         with contextlib.suppress(OSError):  # a dead child shows up in recv()
             self._conn.send(to_dict(msg))
 
-    def recv(self, timeout: float) -> Message | None:
-        """The child's next message, None on timeout; raises ChildExited once it is gone."""
-        ready = wait([self._conn, self._proc.sentinel], timeout)
+    def recv(self, timeout: float, wake: Sequence[Any] = ()) -> Message | None:
+        """The child's next message, None on timeout (or when one of ``wake``, objects
+        with a ``fileno``, is ready first); raises ChildExited once the child is gone."""
+        ready = wait([self._conn, self._proc.sentinel, *wake], timeout)
         if self._conn in ready:
             try:
                 return from_dict(self._conn.recv())

@@ -1,22 +1,42 @@
 """The worker parent: speaks the worker protocol and keeps the engine child in line.
 
-One thread (the caller of :func:`run_worker`) leases jobs, hands each to the
-spawned child, forwards its progress, uploads its files and reports the result.
-It is also the watchdog: when a job must stop it sends :class:`Cancel`, and a
-child that has not acknowledged within ``cancel_grace_s`` is killed and replaced.
-A second thread heartbeats the held leases (quickly while a job runs, so a cancel
-reaches the child fast) and raises a job's cancel flag when told to.
+Threads, each with one job:
 
-Overlap (``worker.overlap``, on by default): when the child reports a job's last
-denoising step (only the decode is left on the engine), the parent leases the next job
-and sends it; the child starts it the moment the engine is free, so the GPU denoises
-job n+1 while job n renders in the child's render process and uploads here. At most two
-jobs are held: the one being finished and the next, already on the engine.
+- the **lease thread** (:meth:`Worker._lease_loop`) keeps jobs leased ahead: whenever
+  the limits leave room it asks for up to that many jobs (:meth:`Worker._take`, the one
+  place the worker leases), fetches their inputs and holds them (:mod:`.held`);
+- the **engine loop** (the caller of :func:`run_worker`) hands held jobs to the spawned
+  child in lease order, forwards its progress, and is the watchdog: a job that must stop
+  gets :class:`Cancel` (a child that has not answered within ``cancel_grace_s`` is killed
+  and replaced);
+- a **finisher** per ended job uploads its files and completes it, reports its failure,
+  or gives its lease back, so a slow upload never holds up the engine or the leasing;
+- the **heartbeat** thread renews every held lease (quickly while any is held, so a
+  cancel reaches the worker fast) and raises a job's cancel flag when told to.
 
-Preemption: SIGTERM (a spot notice) stops the worker. The child saves the job in hand at
-its next step boundary and stops; the parent uploads that checkpoint, gives the lease
-back (the job is queued again, no attempt counted) and exits with 0. The child's periodic
-checkpoints go up as they come (:mod:`cinecloud.workers.checkpoints`).
+Overlap (``worker.overlap``, on by default): the worker holds the job on the engine and
+the next one, already waiting on the child's pipe, so the engine starts it the moment it
+frees up; meanwhile earlier jobs render in the child's render processes
+(``worker.render_processes``, side by side) and upload here. A job stops counting
+against that look-ahead when its engine work ends (the child's ``render`` progress);
+at most ``2 x render_processes + 2`` jobs are held in all, so rendering or uploading
+that falls behind the engine stops the leasing instead of piling up leases. Without
+overlap the worker holds one job at a time. A job canceled before it reached the engine
+is dropped (the child drops one still waiting on its pipe); one rendering is dropped
+when its render ends.
+
+When the engine child dies, the jobs it held short of the end of their engine work
+fail as retryable (``worker_crashed``: one of them is the cause); those already
+rendering are given back (``release``, no attempt counted), and so is every other job
+when the child is killed for one job's sake (a cancel it ignored) or a parallel rank is
+lost.
+
+Preemption: SIGTERM (a spot notice) stops the worker. It leases no more and gives back
+every job it holds: those not on the engine at once, and the child saves the job in hand
+at its next step boundary and stops; the parent uploads that checkpoint, gives the lease
+back (the job is queued again, no attempt counted) and exits with 0 once nothing is
+held. A child that has not stopped within ``preempt_grace_s`` is killed first. The
+child's periodic checkpoints go up as they come (:mod:`cinecloud.workers.checkpoints`).
 
 ``gpu_seconds`` reported on completion is the wall time of the engine run
 (text encode, denoise and decode; not model load, render or upload). It is
@@ -38,7 +58,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +71,19 @@ from cinecloud.workers.child import job_dir
 from cinecloud.workers.client import (
     ControlPlaneClient,
     ControlPlaneError,
-    HeldLease,
     LeaseLost,
     Unreachable,
 )
 from cinecloud.workers.delivery import UPLOAD_THREADS, upload_files
 from cinecloud.workers.handle import ChildExited, ChildProcess
+from cinecloud.workers.held import HeldJob, HeldJobs, lease_limits
 from cinecloud.workers.messages import (
     Cancel,
     Checkpoint,
     Done,
     Failed,
     FailureCode,
+    Message,
     Preempt,
     Progress,
     Ready,
@@ -74,6 +95,7 @@ from cinecloud.workers.progress import (
     progress_event,
     progress_percent,
 )
+from cinecloud.workers.renderer import render_pool_size
 from cinecloud.workers.tracing import trace_run
 
 __all__ = [
@@ -95,41 +117,42 @@ BUSY_POLL_S = 0.3
 _CHILD_POLL_S = 0.05
 _RETRY_PAUSE_S = 1.0
 _EVENTS_PAUSE_S = 5.0
+_ROOM_POLL_S = 0.5
 _STOPPING = "worker stopping"
+# Why a job the engine child held is given back when the child is replaced for another
+# job's sake (a kill after a cancel, a lost rank): it did nothing wrong.
+_ENGINE_REPLACED = "engine_replaced"
 # The child's acknowledgements of a stop (never reported with ``fail``).
 _STOP_CODES = (FailureCode.CANCELED, FailureCode.PREEMPTED)
 
 # ---------------------------------------------------------------- the worker
 
 
-def _engine_nearly_done(msg: Progress) -> bool:
-    """The job's last denoising step is done (only decode is left on the engine) or it
-    renders: time to lease the next job, so it waits in the child's pipe when the engine
-    frees up rather than after a lease round trip."""
-    last_step = msg.stage == "denoise" and msg.total_steps > 0 and msg.step >= msg.total_steps
-    return last_step or msg.stage == "render"
+class _Wakeup:
+    """Wakes the engine loop's wait on the child's pipe when the lease thread holds a new
+    job. A socket pair, because ``multiprocessing.connection.wait`` waits on file
+    descriptors alongside the pipe (a threading.Event cannot be waited on with them)."""
 
+    def __init__(self) -> None:
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
 
-@dataclass
-class _ActiveJob:
-    job: RunJob
-    dir: Path
-    cancel: threading.Event = field(default_factory=threading.Event)
-    reason: str = ""
-    sent: bool = False  # already handed to the child (a job leased ahead)
-    throttle: EventThrottle = field(default_factory=EventThrottle)
-    engine_done: bool = False  # its last denoising step is reported: the engine is nearly free
-    leased_at: float = 0.0  # wall clock, for its trace
-    load_span: tuple[float, float] | None = None  # the model load it waited for, if any
+    def fileno(self) -> int:
+        return self._read.fileno()
 
-    def request_cancel(self, reason: str) -> None:
-        if not self.cancel.is_set():
-            self.reason = reason
-            self.cancel.set()
+    def set(self) -> None:
+        with contextlib.suppress(OSError):  # full: a wake-up is already pending
+            self._write.send(b"\0")
 
-    @property
-    def held(self) -> HeldLease:
-        return HeldLease(self.job.job_id, self.job.lease_id)
+    def clear(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._read.recv(4096):
+                pass
+
+    def close(self) -> None:
+        self._read.close()
+        self._write.close()
 
 
 class Worker:
@@ -161,11 +184,16 @@ class Worker:
         self._events_paused_until = 0.0
         self._worker_id: str | None = None
         self._hb_interval_s = cfg.queue.heartbeat_interval_s
-        self._active: _ActiveJob | None = None
-        self._next: _ActiveJob | None = None  # leased ahead, already on the engine
-        self._early: dict[str, Done | Failed] = {}  # the next job's result, come early
+        self._wake = _Wakeup()
         self._hb_wake = threading.Event()
         self._hb_done = threading.Event()
+        render = render_pool_size(cfg.worker.render_processes)
+        self.limits = lease_limits(cfg.worker.overlap, render)
+        self._held = HeldJobs(self.limits, on_change=self._wake.set)
+        self._closed = threading.Event()  # no more leases: stopping, or the engine is gone
+        self._preempt_deadline: float | None = None
+        # Each ended job uploads and reports on a thread of its own: one per held job.
+        self._finishers = ThreadPoolExecutor(self.limits.cap, thread_name_prefix="cinecloud-finish")
         self._uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="cinecloud-upload")
         self._checkpoints = CheckpointUploads(
             ControlPlaneClient(cfg.worker.server_url, cfg.worker.token, retry=CHECKPOINT_RETRY)
@@ -187,9 +215,11 @@ class Worker:
                 heartbeat.join()
             if self._child is not None:
                 self._child.stop(timeout=self._cfg.worker.cancel_grace_s)
+            self._finishers.shutdown(wait=True)
             self._uploads.shutdown(wait=True)
             self._checkpoints.close()
             self._client.close()
+            self._wake.close()
             log.info("worker stopped")
 
     # ---------------------------------------------------------- setup
@@ -260,50 +290,57 @@ class Worker:
             return True
         return False
 
-    # ---------------------------------------------------------- the lease loop
+    # ---------------------------------------------------------- the lease thread
 
-    def _serve(self) -> int:
-        assert self._worker_id is not None
-        wait_s = self._cfg.queue.lease_long_poll_s
-        while not self._stop.is_set():
-            if not self._ensure_child():
-                return 0 if self._stop.is_set() else 1
-            assert self._ready is not None
-            try:
-                jobs = self._client.lease(
-                    self._worker_id, self._ready.models, wait_s=wait_s, width=self._width()
-                )
-            except (Unreachable, ControlPlaneError) as exc:
-                log.warning("lease failed: %s", exc)
-                self._stop.wait(_RETRY_PAUSE_S)
-                continue
-            for job in jobs:
-                if self._stop.is_set():
-                    self._checkpoints.release(job, _STOPPING)
+    def _lease_loop(self) -> None:
+        """Keep jobs leased ahead, as many as :attr:`limits` leave room for (the engine
+        loop hands them to the child). On a client of its own: a long poll here must not
+        hold up the engine loop's progress events."""
+        client = self._make_client()
+        try:
+            while not self._closed.is_set():
+                room = self._held.wait_for_room(timeout=_ROOM_POLL_S)
+                if room == 0 or self._closed.is_set():
                     continue
-                self._run_job(job)
-            while self._next is not None and not self._stop.is_set():
-                ahead, self._next = self._next, None
-                self._run_active(ahead)
-        if self._next is not None:  # leased ahead: the child stops it too, then it is given back
-            ahead, self._next = self._next, None
-            self._run_active(ahead)
-        return 0
+                for job in self._take(client, room):
+                    self._admit(job)
+        finally:
+            client.close()
 
-    def _ensure_child(self) -> bool:
-        if self._child is not None and self._child.alive:
-            return True
-        if self._child is not None:
-            log.warning("engine process %s is gone; starting a new one", self._child.pid)
-            self._child.kill()
-        return self._spawn_child()
+    def _take(self, client: ControlPlaneClient, k: int) -> list[RunJob]:
+        """Lease up to ``k`` jobs: the one place the worker asks for work. Waits (a long
+        poll) while the queue is empty; [] on a failure, after a pause."""
+        assert self._worker_id is not None and self._ready is not None
+        try:
+            return client.lease(
+                self._worker_id,
+                self._ready.models,
+                max_jobs=k,
+                wait_s=self._cfg.queue.lease_long_poll_s,
+                width=self._width(),
+            )
+        except (Unreachable, ControlPlaneError) as exc:
+            log.warning("lease failed: %s", exc)
+            self._closed.wait(_RETRY_PAUSE_S)
+            return []
 
-    def _run_job(self, job: RunJob) -> None:
-        active = self._prepare(job)
-        if active is not None:
-            self._run_active(active)
+    def _admit(self, job: RunJob) -> None:
+        """Hold a leased job, its inputs fetched; given straight back when stopping."""
+        self._held.wait_gone(job.job_id, self._closed.is_set)
+        if self._closed.is_set():
+            self._checkpoints.release(job, _STOPPING)
+            return
+        held = self._prepare(job)
+        if held is None:
+            return
+        if not self._held.admit(held, self._closed.is_set):
+            shutil.rmtree(held.dir, ignore_errors=True)
+            self._checkpoints.release(job, _STOPPING)
+            return
+        log.info("job %s (attempt %d) leased", job.job_id, job.attempt)
+        self._hb_wake.set()  # its lease joins the heartbeat at once
 
-    def _prepare(self, job: RunJob) -> _ActiveJob | None:
+    def _prepare(self, job: RunJob) -> HeldJob | None:
         """The job with its inputs fetched into its directory, or None (failure reported)."""
         try:
             path = job_dir(self._cfg.worker.work_dir, job.job_id)
@@ -318,73 +355,7 @@ class Worker:
                 job, Failed(job.job_id, FailureCode.INPUT_UNAVAILABLE, str(exc), retryable=True)
             )
             return None
-        return _ActiveJob(job, path, leased_at=self._wall())
-
-    def _run_active(self, active: _ActiveJob) -> None:
-        job = active.job
-        self._set_active(active)
-        model_load, self._pending_load_s = self._pending_load_s, 0.0
-        active.load_span, self._load_span = self._load_span, None
-        log.info("job %s (attempt %d) started", job.job_id, job.attempt)
-        replace_child = False
-        try:
-            result, replace_child = self._execute(active)
-            # Its checkpoints go up first, unless it is done or canceled: a retry or the
-            # next lease resumes from them.
-            keep = not isinstance(result, Done) and active.reason in ("", _STOPPING)
-            self._checkpoints.settle(job.job_id, keep=keep)
-            if isinstance(result, Done):
-                self._deliver(active, result, model_load)
-            elif isinstance(result, Failed):
-                self._report_failure(job, result)
-                trace_run(job, active.leased_at, self._wall(), {}, error=result.code)
-            else:
-                log.info("job %s stopped: %s", job.job_id, active.reason or "canceled")
-            stopping = self._stop.is_set() and active.reason in ("", _STOPPING)
-            if stopping and not isinstance(result, Failed):  # not finished here: give it back
-                self._checkpoints.release(job, "preempted")
-        finally:
-            self._checkpoints.settle(job.job_id, keep=False)
-            self._set_active(None)
-            shutil.rmtree(active.dir, ignore_errors=True)
-        if replace_child and self._child is not None:
-            self._child.kill()  # the next turn of the loop starts a fresh one
-            self._drop_next("the engine process was replaced")
-
-    def _lease_ahead(self) -> None:
-        """Lease and send the next job while the current one renders (``worker.overlap``)."""
-        if not self._cfg.worker.overlap or self._next is not None or self._stop.is_set():
-            return
-        assert self._worker_id is not None and self._ready is not None and self._child
-        try:
-            jobs = self._client.lease(
-                self._worker_id, self._ready.models, wait_s=0.0, width=self._width()
-            )
-        except (Unreachable, ControlPlaneError) as exc:
-            log.warning("lease ahead failed: %s", exc)
-            return
-        if not jobs:
-            return
-        job, *extra = jobs  # one is asked for
-        for other in extra:
-            log.warning("job %s leased beyond the one asked for; it expires", other.job_id)
-        active = self._prepare(job)
-        if active is None:
-            return
-        self._child.send(active.job)
-        active.sent = True
-        self._next = active
-        self._hb_wake.set()
-
-    def _drop_next(self, why: str) -> None:
-        """The job leased ahead died with the engine: it goes back to the queue."""
-        ahead, self._next = self._next, None
-        if ahead is None:
-            return
-        self._early.pop(ahead.job.job_id, None)
-        shutil.rmtree(ahead.dir, ignore_errors=True)
-        crash = Failed(ahead.job.job_id, FailureCode.WORKER_CRASHED, why, retryable=True)
-        self._report_failure(ahead.job, crash)
+        return HeldJob(job, path, leased_at=self._wall())
 
     def _fetch_inputs(self, job: RunJob, path: Path) -> RunJob:
         """Download the job's input files; the child gets their local paths in its params."""
@@ -397,92 +368,204 @@ class Worker:
             params[f"{role}_path"] = str(dest)
         return dataclasses.replace(job, params=params, inputs={})
 
-    def _set_active(self, active: _ActiveJob | None) -> None:
-        self._active = active
-        self._hb_wake.set()
+    # ---------------------------------------------------------- the engine loop
 
-    # ---------------------------------------------------------- one job in the child
+    def _serve(self) -> int:
+        """The engine loop: hand held jobs to the child, follow its messages, stop jobs
+        when told (the watchdog), until stopped with nothing held."""
+        leaser = threading.Thread(target=self._lease_loop, name="cinecloud-lease")
+        leaser.start()
+        code = 0
+        try:
+            while not self._held.empty_if(self._closed.is_set):
+                if self._stop.is_set():
+                    self._begin_stop()
+                elif not self._ensure_child():
+                    code = 0 if self._stop.is_set() else 1
+                    break
+                self._dispatch()
+                self._watch()
+                self._pump()
+        finally:
+            self._closed.set()
+            self._wake.set()
+            leaser.join()
+            self._give_back_all()
+        return code
 
-    def _execute(self, active: _ActiveJob) -> tuple[Done | Failed | None, bool]:
-        """Run the job in the child. Returns (result or None if stopped, replace the child)."""
-        assert self._child is not None
-        child, job_id = self._child, active.job.job_id
-        if not active.sent:
-            child.send(active.job)
-            active.sent = True
-        if active.engine_done:  # its engine work ended while the job before it finished
-            self._lease_ahead()
-        early = self._early.pop(job_id, None)
-        if early is not None:  # it ended while the job before it was finishing
-            stopped = active.cancel.is_set() or (
-                isinstance(early, Failed) and early.code in _STOP_CODES
+    def _ensure_child(self) -> bool:
+        if self._child is not None and self._child.alive:
+            return True
+        if self._child is not None:
+            self._child_gone(f"engine process {self._child.pid} is gone", crashed=True)
+        log.warning("starting a new engine process")
+        return self._spawn_child()
+
+    def _begin_stop(self) -> None:
+        """SIGTERM: lease no more; jobs not on the engine yet go back at once, the child
+        stops the rest at a step boundary (with a checkpoint) within ``preempt_grace_s``."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        log.info("stopping: giving back %d held job(s)", len(self._held))
+        for held in self._held.all():
+            held.request_cancel(_STOPPING)
+            if not held.sent:
+                self._end(held, None)
+        if self._held.in_child() and self._child is not None:
+            self._child.send(Preempt())
+            self._preempt_deadline = self._clock() + self._cfg.worker.preempt_grace_s
+
+    def _dispatch(self) -> None:
+        """Hand the child the jobs leased for it, in lease order: it runs them one after
+        another, the next waiting on its pipe while the engine works."""
+        if self._child is None or self._closed.is_set():
+            return
+        for held in self._held.unsent():
+            if held.cancel.is_set():
+                continue  # never started: the watchdog drops it
+            held.model_load, self._pending_load_s = self._pending_load_s, 0.0
+            held.load_span, self._load_span = self._load_span, None
+            self._child.send(held.job)
+            held.sent = True
+            log.info("job %s (attempt %d) sent to the engine", held.job_id, held.job.attempt)
+
+    def _watch(self) -> None:
+        """Stop the jobs that must stop: a Cancel for one the engine has (killed with
+        the child if not answered within ``cancel_grace_s``); one not sent yet is
+        dropped at once; one rendering is dropped when its render ends."""
+        now = self._clock()
+        for held in self._held.all():
+            if held.ended or not held.cancel.is_set() or held.reason == _STOPPING:
+                continue
+            if not held.sent:
+                self._end(held, None)
+            elif held.engine_done:
+                continue
+            elif held.stop_deadline is None and self._child is not None:
+                self._child.send(Cancel(held.job_id))
+                held.stop_deadline = now + self._cfg.worker.cancel_grace_s
+            elif held.stop_deadline is not None and now >= held.stop_deadline:
+                log.warning("engine did not stop job %s in time; killing it", held.job_id)
+                self._child_gone("the engine process was replaced", crashed=False)
+                return
+        deadline = self._preempt_deadline
+        if deadline is not None and now >= deadline and self._held.in_child():
+            log.warning(
+                "engine did not stop in %.0f s; killing it", self._cfg.worker.preempt_grace_s
             )
-            return (None if stopped else early), False
-        deadline: float | None = None
-        while True:
-            if deadline is None and (active.cancel.is_set() or self._stop.is_set()):
-                deadline = self._stop_job(active)
-            elif deadline is not None and self._clock() >= deadline:
-                log.warning("engine did not stop job %s in time; killing it", job_id)
-                child.kill()
-                return None, True
-            try:
-                msg = child.recv(_CHILD_POLL_S)
-            except ChildExited as exc:
-                if deadline is not None:
-                    return None, True
-                log.error("job %s: %s", job_id, exc)
-                crash = Failed(job_id, FailureCode.WORKER_CRASHED, str(exc), retryable=True)
-                return crash, True
-            if isinstance(msg, Checkpoint):
-                owner = active if msg.job_id == job_id else self._next
-                if owner is not None and owner.job.job_id == msg.job_id:
-                    self._checkpoints.submit(owner.job, msg)
-            elif isinstance(msg, Progress) and deadline is None and msg.job_id == job_id:
-                self._forward(active, msg)
-                if _engine_nearly_done(msg):
-                    active.engine_done = True
-                    self._lease_ahead()
-            elif isinstance(msg, Progress) and self._next is not None and self._is_next(msg.job_id):
-                self._forward(self._next, msg)  # the job ahead, already on the engine
-                self._next.engine_done |= _engine_nearly_done(msg)
-            elif isinstance(msg, Done | Failed) and msg.job_id == job_id:
-                stopped = active.cancel.is_set() or (
-                    isinstance(msg, Failed) and msg.code in _STOP_CODES
-                )
+            self._child_gone("the worker stopped", crashed=False)
+
+    def _pump(self) -> None:
+        """Wait for one message from the child (or a wake-up) and act on it."""
+        self._wake.clear()
+        if self._child is None:  # stopping with the engine gone: the finishers end
+            self._stop.wait(_CHILD_POLL_S)
+            return
+        try:
+            msg = self._child.recv(_CHILD_POLL_S, wake=[self._wake])
+        except ChildExited as exc:
+            log.error("%s", exc)
+            self._child_gone(str(exc), crashed=not self._stop.is_set())
+            return
+        if msg is not None:
+            self._on_message(msg)
+
+    def _on_message(self, msg: Message) -> None:
+        job_id = getattr(msg, "job_id", "")
+        held = self._held.get(job_id) if job_id else None
+        if held is None or held.ended or not held.sent:
+            return  # a job already dropped
+        if isinstance(msg, Checkpoint):
+            self._checkpoints.submit(held.job, msg)
+        elif isinstance(msg, Progress):
+            if not held.started:
+                held.started = True
+                log.info("job %s started on the engine", job_id)
+            if msg.stage == "render":  # the engine is free: room to lease one more
+                self._held.mark_engine_done(held)
+            if held.stop_deadline is None:
+                self._forward(held, msg)
+        elif isinstance(msg, Done | Failed):
+            self._end(held, msg)
+            if isinstance(msg, Failed) and msg.engine_exits:
                 # A parallel engine that lost a rank reports it, then is replaced.
-                lost = isinstance(msg, Failed) and msg.engine_exits
-                return (None if stopped else msg), lost
-            elif isinstance(msg, Done | Failed) and self._is_next(msg.job_id):
-                self._early[msg.job_id] = msg
+                self._child_gone("a parallel rank was lost", crashed=False)
 
-    def _stop_job(self, active: _ActiveJob) -> float:
-        """Tell the child to stop ``active``: a Cancel when it is canceled (or its lease
-        is lost), a Preempt when the worker stops. Returns by when it must have stopped."""
-        assert self._child is not None
-        worker = self._cfg.worker
-        if active.cancel.is_set():
-            self._child.send(Cancel(active.job.job_id))
-            return self._clock() + worker.cancel_grace_s
-        active.request_cancel(_STOPPING)
-        self._child.send(Preempt())
-        return self._clock() + worker.preempt_grace_s
+    def _child_gone(self, why: str, *, crashed: bool) -> None:
+        """The engine child is gone (or is killed now): what it held ends with it. When it
+        crashed, the jobs short of the end of their engine work fail as retryable (one of
+        them is the cause; the attempts count); the others (rendering, or innocent of a
+        kill) are given back, no attempt counted. A fresh child starts unless stopping."""
+        child, self._child = self._child, None
+        if child is not None:
+            child.kill()
+        for held in self._held.in_child():
+            if crashed and not held.engine_done and not held.cancel.is_set():
+                crash = Failed(held.job_id, FailureCode.WORKER_CRASHED, why, retryable=True)
+                self._end(held, crash)
+            else:
+                self._end(held, None, give_back=_ENGINE_REPLACED)
+        self._preempt_deadline = None
 
-    def _forward(self, active: _ActiveJob, msg: Progress) -> None:
+    def _give_back_all(self) -> None:
+        """On the way out: wait for the jobs finishing, give back any still held."""
+        for held in self._held.all():
+            held.request_cancel(_STOPPING)
+            self._end(held, None)
+        self._finishers.shutdown(wait=True)
+
+    # ---------------------------------------------------------- a job's end
+
+    def _end(self, held: HeldJob, result: Done | Failed | None, give_back: str = "") -> None:
+        """``held`` left the child (``result`` None: it never reached the engine, or the
+        child is gone): finish it on a thread of its own."""
+        if self._held.mark_ended(held):
+            self._finishers.submit(self._finish, held, result, give_back)
+
+    def _finish(self, held: HeldJob, result: Done | Failed | None, give_back: str) -> None:
+        """Upload and complete, report the failure, drop (canceled) or give the lease
+        back (stopping, or an innocent job of a replaced engine), then forget the job."""
+        job = held.job
+        stopping = held.reason == _STOPPING
+        canceled = held.cancel.is_set() and not stopping
+        stop_code = isinstance(result, Failed) and result.code in _STOP_CODES
+        try:
+            # Its checkpoints go up first unless it is done or canceled: the next lease
+            # resumes from them.
+            self._checkpoints.settle(job.job_id, keep=not isinstance(result, Done) and not canceled)
+            if canceled:
+                log.info("job %s stopped: %s", job.job_id, held.reason or "canceled")
+            elif isinstance(result, Done) and not stopping:
+                if not self._deliver(held, result):  # the worker stopped during the upload
+                    self._checkpoints.release(job, "preempted")
+            elif isinstance(result, Failed) and not stop_code:
+                self._report_failure(job, result)
+                trace_run(job, held.leased_at, self._wall(), {}, error=result.code)
+            else:  # not finished here: give it back, no attempt counted
+                self._checkpoints.release(job, give_back or "preempted")
+        except Exception:
+            log.exception("job %s: finishing failed; its lease expires", job.job_id)
+        finally:
+            self._checkpoints.settle(job.job_id, keep=False)
+            shutil.rmtree(held.dir, ignore_errors=True)
+            self._held.remove(held)
+
+    def _stop_job_requested(self, held: HeldJob) -> bool:
+        return held.cancel.is_set() or self._stop.is_set()
+
+    def _forward(self, held: HeldJob, msg: Progress) -> None:
         """Send the child's progress on as an event, as often as the job's throttle allows
         (a step that brings a preview always goes)."""
-        due = active.throttle.should_send(msg.stage, msg.step, msg.total_steps, self._clock())
+        due = held.throttle.should_send(msg.stage, msg.step, msg.total_steps, self._clock())
         if due or msg.preview:
             self._send_event(
-                active, msg.stage, msg.step, msg.total_steps, msg.elapsed_s, msg.at, msg.preview
+                held, msg.stage, msg.step, msg.total_steps, msg.elapsed_s, msg.at, msg.preview
             )
-
-    def _is_next(self, job_id: str) -> bool:
-        return self._next is not None and self._next.job.job_id == job_id
 
     def _send_event(
         self,
-        active: _ActiveJob,
+        held: HeldJob,
         stage: str,
         step: int,
         total: int,
@@ -493,41 +576,39 @@ class Worker:
         if self._clock() < self._events_paused_until:
             return
         event = progress_event(stage, step, total, elapsed_s, at, preview)
-        job = active.job
+        job = held.job
         try:
             cancel = self._client.events(job.job_id, job.lease_id, [event])
         except LeaseLost:
-            active.request_cancel("lease lost")
+            held.request_cancel("lease lost")
         except (Unreachable, ControlPlaneError) as exc:
             # Progress is best-effort: while the control plane is away, stop asking
-            # for a while so the watchdog loop keeps up with the child.
+            # for a while so the engine loop keeps up with the child.
             log.warning("progress events for %s paused: %s", job.job_id, exc)
             self._events_paused_until = self._clock() + _EVENTS_PAUSE_S
         else:
             if cancel:
-                active.request_cancel("canceled by the control plane")
+                held.request_cancel("canceled by the control plane")
 
     # ---------------------------------------------------------- reporting
 
-    def _stopping(self, active: _ActiveJob) -> bool:
-        return active.cancel.is_set() or self._stop.is_set()
-
-    def _deliver(self, active: _ActiveJob, done: Done, model_load: float) -> None:
-        """Upload the rendered files, then complete the job (never when canceled)."""
-        job = active.job
+    def _deliver(self, held: HeldJob, done: Done) -> bool:
+        """Upload the rendered files, then complete the job (never when it must stop).
+        False when it stopped before completing (the caller gives it back)."""
+        job = held.job
         try:
-            self._send_event(active, "upload", 0, len(done.files), 0.0, self._wall())
+            self._send_event(held, "upload", 0, len(done.files), 0.0, self._wall())
             started, upload_at = self._clock(), self._wall()
-            stopping = functools.partial(self._stopping, active)
+            stopping = functools.partial(self._stop_job_requested, held)
             artifacts = upload_files(self._client, self._uploads, job, done.files, stopping)
             upload_s = self._clock() - started
             if artifacts is None:
-                return
+                return held.cancel.is_set() and held.reason != _STOPPING
             self._client.complete(
                 job.job_id,
                 job.lease_id,
                 artifacts=artifacts,
-                timings={"model_load": model_load, **done.timings, "upload": upload_s},
+                timings={"model_load": held.model_load, **done.timings, "upload": upload_s},
                 gpu_seconds=done.engine_s,
                 seed=done.seed,
                 engine={"device": done.device, "dtype": done.dtype, **done.engine},
@@ -540,9 +621,9 @@ class Worker:
             )
             log.info("job %s completed", job.job_id)
             spans = {**done.spans, "upload": [upload_at, upload_at + upload_s]}
-            if active.load_span is not None:
-                spans["model_load"] = list(active.load_span)
-            trace_run(job, active.leased_at, self._wall(), spans)
+            if held.load_span is not None:
+                spans["model_load"] = list(held.load_span)
+            trace_run(job, held.leased_at, self._wall(), spans)
         except LeaseLost:
             log.info("job %s: lease lost during upload; dropped", job.job_id)
         except ControlPlaneError as exc:
@@ -551,6 +632,7 @@ class Worker:
             self._report_failure(job, failed)
         except Unreachable as exc:
             log.error("job %s: %s; it is retried once its lease expires", job.job_id, exc)
+        return True
 
     def _report_failure(self, job: RunJob, failed: Failed) -> None:
         log.warning("job %s failed (%s): %s", job.job_id, failed.code, failed.message)
@@ -570,22 +652,21 @@ class Worker:
         try:
             while not self._hb_done.is_set():
                 self._hb_wake.clear()
-                held = [a for a in (self._active, self._next) if a is not None]
+                held = self._held.all()
                 self._heartbeat_once(client, held)
                 busy = bool(held)
                 self._hb_wake.wait(BUSY_POLL_S if busy else self._hb_interval_s)
         finally:
             client.close()
 
-    def _heartbeat_once(self, client: ControlPlaneClient, jobs: list[_ActiveJob]) -> None:
+    def _heartbeat_once(self, client: ControlPlaneClient, jobs: list[HeldJob]) -> None:
         assert self._worker_id is not None
         held = [active.held for active in jobs]
         try:
             gpus = [g.to_dict() for g in self._gpus()]
             reply = client.heartbeat(self._worker_id, held, "busy" if held else "idle", gpus)
         except LeaseLost:
-            for active in jobs:  # which lease went is not said: stop every job held
-                active.request_cancel("lease lost")
+            self._find_lost(client, jobs)
         except ControlPlaneError as exc:
             log.warning("heartbeat refused: %s", exc)
             if exc.status == 404:  # the control plane forgot us (e.g. a fresh database)
@@ -596,6 +677,21 @@ class Worker:
             for active in jobs:
                 if active.job.job_id in reply.cancel:
                     active.request_cancel("canceled by the control plane")
+
+    def _find_lost(self, client: ControlPlaneClient, jobs: list[HeldJob]) -> None:
+        """The heartbeat does not say which lease is lost: with several held, an empty
+        events call for each answers ``lease_lost`` for the lost ones, and only those
+        stop. One that cannot be asked now is asked again at the next heartbeat."""
+        if len(jobs) == 1:
+            jobs[0].request_cancel("lease lost")
+            return
+        for held in jobs:
+            try:
+                client.events(held.job_id, held.job.lease_id, [])
+            except LeaseLost:
+                held.request_cancel("lease lost")
+            except (Unreachable, ControlPlaneError) as exc:
+                log.warning("cannot check the lease of %s: %s", held.job_id, exc)
 
     def _reregister(self, client: ControlPlaneClient) -> None:
         name, capabilities = self._identity()

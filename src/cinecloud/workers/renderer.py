@@ -1,19 +1,20 @@
 """The render process: a job's frames to its files, beside the engine rather than in it.
 
-The engine child starts one before it loads its models (so its imports overlap the
-load) and hands it each job whose engine work is done as a :class:`Render` record.
-The frames lie in a ``.npy`` file in the job's directory, so nothing big crosses the
-pipe. It renders one job at a time, in the order given, and answers :class:`Rendered`
-(or :class:`Failed`). Frames that fail the quality gate (render.qc) answer
-:class:`Failed` with ``qc_failed`` and leave no file to upload; the others are
-watermarked, labelled and signed as they are rendered (render.trusted, with the
-worker's settings). Apart from the engine, its encoder and image work cannot hold
-the engine's interpreter lock, and at a lower CPU priority (:data:`RENDER_NICE`) it
+The engine child starts ``worker.render_processes`` of them (:class:`RenderPool`) before
+it loads its models (so their imports overlap the load) and hands each job whose engine
+work is done, as a :class:`Render` record, to the one holding the fewest jobs. The
+frames lie in a ``.npy`` file in the job's directory, so nothing big crosses the pipe.
+Each process renders one job at a time and answers :class:`Rendered` (or
+:class:`Failed`); with several, jobs finish in any order. Frames that fail the quality
+gate (render.qc) answer :class:`Failed` with ``qc_failed`` and leave no file to upload;
+the others are watermarked, labelled and signed as they are rendered (render.trusted,
+with the worker's settings). Apart from the engine, its encoder and image work cannot
+hold the engine's interpreter lock, and at a lower CPU priority (:data:`RENDER_NICE`) it
 gives way to the engine when both want a core. It exits when told (:class:`Shutdown`)
 or once the engine child is gone.
 
-A render process that dies fails the jobs it held (retryable, ``worker_crashed``); the
-next job starts a fresh one.
+A render process that dies fails only the jobs it held (retryable, ``worker_crashed``);
+the next job handed over starts a fresh one in its place.
 """
 
 from __future__ import annotations
@@ -48,7 +49,15 @@ from cinecloud.workers.messages import (
 if TYPE_CHECKING:
     from cinecloud.render.trusted import TrustSettings
 
-__all__ = ["RENDER_NICE", "RenderProcess", "render_job", "render_main", "save_frames"]
+__all__ = [
+    "RENDER_NICE",
+    "RenderPool",
+    "default_render_processes",
+    "render_job",
+    "render_main",
+    "render_pool_size",
+    "save_frames",
+]
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +145,22 @@ class _Link:
     held: list[str] = field(default_factory=list)
 
 
-class RenderProcess:
-    """The engine child's handle on its render process.
+def default_render_processes(cpus: int | None = None) -> int:
+    """``worker.render_processes`` when not set: a quarter of the CPUs, 1 to 4."""
+    count = os.cpu_count() if cpus is None else cpus
+    return max(1, min(4, (count or 1) // 4))
 
-    ``submit`` hands over a job; its :class:`Rendered` or :class:`Failed` arrives through
-    ``on_result``, called on a reader thread that only waits on the pipe.
+
+class RenderPool:
+    """The engine child's render processes: ``size`` of them, each rendering one job at
+    a time.
+
+    ``submit`` hands a job to the process holding the fewest jobs (ties: the next in
+    turn), so one job's frames are rendered by one process and a slow job does not hold
+    up the others. Each job's :class:`Rendered` or :class:`Failed` arrives through
+    ``on_result``, in whatever order the processes finish, called on a reader thread
+    per process that only waits on its pipe. A process that dies fails the jobs it held
+    (retryable) and is replaced by a fresh one at the next ``submit``.
     """
 
     def __init__(
@@ -148,21 +168,34 @@ class RenderProcess:
         on_result: Callable[[RenderResult], None],
         settings: dict[str, Any],
         *,
+        size: int = 1,
         nice: int = RENDER_NICE,
     ) -> None:
         self._on_result = on_result
         self._nice = nice
         self._settings = settings
+        self._size = max(1, size)
         self._lock = threading.Lock()
-        self._link: _Link | None = None
+        self._links: list[_Link | None] = [None] * self._size
+        self._turn = 0
         self._readers: list[threading.Thread] = []
 
     @property
-    def pid(self) -> int | None:
-        return None if self._link is None else self._link.proc.pid
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def pids(self) -> list[int | None]:
+        with self._lock:
+            return [None if link is None else link.proc.pid for link in self._links]
 
     def start(self) -> None:
-        """Start a render process (the one before it, if any, is left to end)."""
+        """Start every render process (those already there, if any, are left to end)."""
+        with self._lock:
+            for slot in range(self._size):
+                self._links[slot] = self._spawn()
+
+    def _spawn(self) -> _Link:
         ctx = multiprocessing.get_context("spawn")
         conn, theirs = ctx.Pipe()
         level = logging.getLogger().getEffectiveLevel()
@@ -178,26 +211,40 @@ class RenderProcess:
         reader = threading.Thread(
             target=self._read, args=(link,), name="cinecloud-render-reader", daemon=True
         )
-        self._link = link
         self._readers.append(reader)
         reader.start()
+        return link
+
+    def _pick(self) -> _Link:
+        """The live process holding the fewest jobs (a dead one is replaced first); on a
+        tie, the first at or after this turn's slot. Called under the lock."""
+        for slot, link in enumerate(self._links):
+            if link is None or not link.proc.is_alive():
+                self._links[slot] = self._spawn()
+        order = [(self._turn + i) % self._size for i in range(self._size)]
+        slot = min(order, key=lambda s: len(self._links[s].held))  # type: ignore[union-attr]
+        self._turn = (slot + 1) % self._size
+        link = self._links[slot]
+        assert link is not None
+        return link
 
     def submit(self, msg: Render) -> None:
         with self._lock:
-            if self._link is None or not self._link.proc.is_alive():
-                self.start()
-            assert self._link is not None
-            self._link.held.append(msg.job_id)
+            link = self._pick()
+            link.held.append(msg.job_id)
             with contextlib.suppress(OSError):  # a dead process fails the job in _read
-                self._link.conn.send(to_dict(msg))
+                link.conn.send(to_dict(msg))
 
     def stop(self, timeout: float) -> None:
-        """Let the held jobs finish (up to ``timeout``), then end the render process."""
-        link = self._link
-        if link is not None:
+        """Let the held jobs finish (up to ``timeout`` in all), then end the processes."""
+        with self._lock:
+            links = [link for link in self._links if link is not None]
+        for link in links:
             with contextlib.suppress(OSError):
                 link.conn.send(to_dict(Shutdown()))
-            link.proc.join(timeout)
+        deadline = time.monotonic() + timeout
+        for link in links:
+            link.proc.join(max(0.0, deadline - time.monotonic()))
             if link.proc.is_alive():
                 link.proc.kill()
                 link.proc.join(1.0)
@@ -223,3 +270,8 @@ class RenderProcess:
         for job_id in orphans:
             self._on_result(Failed(job_id, FailureCode.WORKER_CRASHED, why, retryable=True))
         link.conn.close()
+
+
+def render_pool_size(configured: int | None, cpus: int | None = None) -> int:
+    """How many render processes ``worker.render_processes`` asks for (None: the default)."""
+    return default_render_processes(cpus) if configured is None else max(1, configured)
