@@ -149,7 +149,7 @@ def _table(rows: list[dict[str, Any]], jobs: int) -> Table:
         "engine/job s",
         "render/job s",
         "upload/job s",
-        "jobs by batch size",
+        "batch size: jobs",
     ):
         table.add_column(col, justify="right")
     for r in rows:
@@ -161,7 +161,7 @@ def _table(rows: list[dict[str, Any]], jobs: int) -> Table:
             f"{r['engine_per_job_s']:.3f}",
             f"{r['render_per_job_s']:.3f}",
             f"{r['upload_per_job_s']:.3f}",
-            ", ".join(f"{n}x{size}" for size, n in r["batch_sizes"].items()),
+            ", ".join(f"{size}: {n}" for size, n in r["batch_sizes"].items()),
         )
     return table
 
