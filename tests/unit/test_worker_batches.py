@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from cinecloud.workers.batches import (
     group_jobs,
     max_batch,
 )
+from cinecloud.workers.held import HeldJob, HeldJobs, LeaseLimits, lease_limits
 from cinecloud.workers.messages import (
     Progress,
     RunBatch,
@@ -209,3 +211,35 @@ def test_run_batch_survives_the_pipe() -> None:
 def test_malformed_run_batch_is_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(UnknownMessage):
         from_dict(bad)
+
+
+# ---------------------------------------------------------------- leasing for batches
+
+
+def test_lease_limits_hold_two_batches_short_of_the_engine() -> None:
+    assert lease_limits(True, 4) == LeaseLimits(ahead=2, cap=10)  # no batching
+    assert lease_limits(True, 4, batch=8) == LeaseLimits(ahead=16, cap=24)
+    assert lease_limits(False, 4, batch=8) == LeaseLimits(ahead=8, cap=8)
+    assert lease_limits(False, 4, batch=0) == LeaseLimits(ahead=1, cap=1)
+
+
+def test_room_waits_for_a_whole_batch(tmp_path: Path) -> None:
+    held = HeldJobs(LeaseLimits(ahead=4, cap=6))
+    first = [HeldJob(job(n), tmp_path / str(n)) for n in (1, 2, 3)]
+    assert held.admit_all(first, lambda: False)
+    assert len(held) == 3 and held.room() == 1
+    assert held.wait_for_room(0.01, at_least=2) == 0  # one is not a batch of two
+    assert held.wait_for_room(0.01) == 1
+    for h in first:
+        held.mark_engine_done(h)
+    assert held.wait_for_room(0.01, at_least=2) == 3  # cap 6 - 3 held
+    # more than the limits ever allow waits for the most they allow (ahead: 4)
+    assert held.wait_for_room(0.01, at_least=99) == 0
+    held.remove(first[0])
+    assert held.wait_for_room(0.01, at_least=99) == 4
+
+
+def test_a_closed_worker_admits_no_batch(tmp_path: Path) -> None:
+    held = HeldJobs(LeaseLimits(ahead=4, cap=4))
+    assert not held.admit_all([HeldJob(job(1), tmp_path)], lambda: True)
+    assert len(held) == 0
