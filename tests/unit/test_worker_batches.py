@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 
 from cinecloud.config import WorkerConfig, load_config
+from cinecloud.telemetry.gpu import GpuSample
 from cinecloud.workers.batches import (
     AUTO_MAX_BATCH_GPU,
     BatchRun,
     batch_key,
     engine_share,
+    free_memory,
     group_jobs,
     max_batch,
 )
@@ -75,6 +77,16 @@ def test_max_batch_is_configurable_and_checked(tmp_path: Any) -> None:
     assert cfg.worker.max_batch == 4
     with pytest.raises(ValueError, match="max_batch"):
         load_config(server={"home": tmp_path}, worker={"max_batch": -1})
+
+
+def test_free_memory_is_the_tightest_gpus() -> None:
+    assert free_memory([]) is None
+    a = GpuSample(0, "H200", "GPU-a", 0.5, memory_used=40, memory_total=140)
+    b = GpuSample(1, "H200", "GPU-b", 0.5, memory_used=130, memory_total=140)
+    assert free_memory([a]) == 100.0
+    assert free_memory([a, b]) == 10.0
+    full = GpuSample(0, "H200", "GPU-c", 1.0, memory_used=150, memory_total=140)
+    assert free_memory([full]) == 0.0
 
 
 # ---------------------------------------------------------------- keys and groups

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cinecloud.config import WorkerConfig
+from cinecloud.telemetry.gpu import GpuSample
 from cinecloud.workers.messages import Progress, RunJob
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "JobShare",
     "batch_key",
     "engine_share",
+    "free_memory",
     "group_jobs",
     "max_batch",
 ]
@@ -51,6 +53,16 @@ def max_batch(cfg: WorkerConfig, device: str) -> int:
     if cfg.max_batch > 0:
         return cfg.max_batch
     return AUTO_MAX_BATCH_GPU if device.startswith("cuda") else 1
+
+
+def free_memory(gpus: Sequence[GpuSample]) -> float | None:
+    """The GPU memory free for a batch (bytes), by the worker's NVML sample: the least
+    any of its GPUs has; None without GPUs (then ``max_batch`` alone bounds a batch).
+    Memory the engine's allocator caches counts as used, so this errs on the small side,
+    and the scheduler always hands out at least one job."""
+    if not gpus:
+        return None
+    return float(max(0, min(g.memory_total - g.memory_used for g in gpus)))
 
 
 def batch_key(job: RunJob) -> tuple[object, ...] | None:

@@ -66,7 +66,7 @@ from cinecloud.config import Config
 from cinecloud.telemetry import gpu_type_of
 from cinecloud.telemetry.gpu import GpuSample, sample_gpus
 from cinecloud.telemetry.tracing import setup_tracing
-from cinecloud.workers.batches import AUTO_MAX_BATCH_GPU, group_jobs, max_batch
+from cinecloud.workers.batches import AUTO_MAX_BATCH_GPU, free_memory, group_jobs, max_batch
 from cinecloud.workers.checkpoints import CHECKPOINT_RETRY, CheckpointUploads
 from cinecloud.workers.child import job_dir
 from cinecloud.workers.client import (
@@ -330,6 +330,8 @@ class Worker:
         """Lease up to ``k`` jobs: the one place the worker asks for work. Waits (a long
         poll) while the queue is empty; [] on a failure, after a pause."""
         assert self._worker_id is not None and self._ready is not None
+        # a batch holds no more jobs than the GPU has memory for (docs/scheduling.md)
+        free = free_memory(self._gpus()) if self._batch > 1 else None
         try:
             return client.lease(
                 self._worker_id,
@@ -337,6 +339,7 @@ class Worker:
                 max_jobs=k,
                 wait_s=self._cfg.queue.lease_long_poll_s,
                 width=self._width(),
+                free_memory=free,
             )
         except (Unreachable, ControlPlaneError) as exc:
             log.warning("lease failed: %s", exc)
