@@ -13,6 +13,12 @@ child holding a GPU. Every ``worker.checkpoint_every`` denoise steps it saves th
 denoise state (:mod:`cinecloud.workers.checkpoints`); on :class:`Preempt` it saves it at
 the next step boundary, stops the job and starts no other.
 
+A :class:`RunBatch` runs its compatible jobs as one batched engine call
+(``Runner.run_batch``; :mod:`cinecloud.workers.batches`): each engine step goes out as
+every job's progress, a job canceled mid-batch is dropped (acknowledged at the next step,
+its video discarded), each job's frames go to rendering and the quality gate on their
+own, and a failed batched call runs its jobs again one by one.
+
 Everything on the pipe is a plain dict from :mod:`cinecloud.workers.messages`.
 
 With ``worker.parallel`` set, this child is rank 0 of N (:mod:`cinecloud.workers.ranks`):

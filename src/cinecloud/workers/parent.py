@@ -25,6 +25,15 @@ overlap the worker holds one job at a time. A job canceled before it reached the
 is dropped (the child drops one still waiting on its pipe); one rendering is dropped
 when its render ends.
 
+Batching (``worker.max_batch``; 0, the default, is 8 on a GPU and none on a CPU): the
+lease thread waits for room for a whole batch and asks for up to ``max_batch`` jobs; the
+scheduler hands out the best job and the queued ones that batch with it. The engine loop
+sends the compatible jobs of one lease (:func:`.batches.group_jobs`) as one
+:class:`RunBatch`: one engine call denoises them together, and from then on each is a
+job like any other here (its own progress, cancel, render, upload and result). The
+look-ahead and the cap above count in batches then: two batches short of the end of
+their engine work, ``2 x render_processes + 2 x max_batch`` jobs in all.
+
 When the engine child dies, the jobs it held short of the end of their engine work
 fail as retryable (``worker_crashed``: one of them is the cause); those already
 rendering are given back (``release``, no attempt counted), and so is every other job
@@ -41,7 +50,7 @@ child's periodic checkpoints go up as they come (:mod:`cinecloud.workers.checkpo
 ``gpu_seconds`` reported on completion is the wall time of the engine run
 (text encode, denoise and decode; not model load, render or upload). It is
 counted the same way when the engine runs on the CPU, so CPU time is billed
-like GPU time.
+like GPU time. A batch's engine time is split evenly among its jobs.
 """
 
 from __future__ import annotations
