@@ -282,6 +282,10 @@ class WorkerConfig:
     # A preview image of the run goes with a progress event this often while it
     # denoises (workers.preview); 0 turns previews off.
     preview_interval_s: float = 1.0
+    # Run up to this many compatible leased jobs (same model, size, frames, steps,
+    # guidance) as one batched denoise (workers.batches); 1 turns batching off, 0 = auto
+    # (``workers.batches.max_batch``: 8 on a GPU, 1 on a CPU).
+    max_batch: int = 0
 
 
 @dataclass(frozen=True)
@@ -579,6 +583,7 @@ class _Worker(BaseModel):
     checkpoint_every: int = Field(5, ge=0)
     preempt_grace_s: float = Field(60.0, gt=0)
     preview_interval_s: float = Field(1.0, ge=0)
+    max_batch: int = Field(0, ge=0, le=64)
 
 
 class _Tracing(BaseModel):
@@ -755,6 +760,7 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             checkpoint_every=s.worker.checkpoint_every,
             preempt_grace_s=s.worker.preempt_grace_s,
             preview_interval_s=s.worker.preview_interval_s,
+            max_batch=s.worker.max_batch,
         ),
         tracing=TracingConfig(**s.tracing.model_dump()),
         webhooks=WebhookConfig(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +195,47 @@ class FakeRunner:
             dtype=self.dtype,
             engine=self._record(first, state),
         )
+
+    def run_batch(
+        self,
+        batch: Sequence[GenerationParams],
+        on_step: Callable[[StepInfo], None],
+        should_cancel: Callable[[], bool],
+    ) -> list[RunResult]:
+        """Several videos in one loop of ``step_s`` steps, as the engine batches them
+        (``engine.runner.Runner.run_batch``): each video is its solo run's, the timings
+        are the batch's and ``engine["batch"]`` says how many shared them."""
+        if not self.loaded:
+            raise RuntimeError(f"runner for {self.spec.id} is not loaded; call load() first")
+        for params in batch:
+            validate_params(self.spec, params)
+        clock, total = self._clock, batch[0].steps
+        if should_cancel():
+            raise Cancelled(0, total)
+        start = clock()
+        for k in range(total + 1):
+            if k:
+                if self.step_s:
+                    self._sleep(self.step_s)
+                if k == self.fail_at_step:
+                    raise FakeEngineError(f"fake failure at step {k}/{total}")
+            on_step(StepInfo("denoise", k, total, clock() - start))
+            if should_cancel():
+                raise Cancelled(k, total)
+        timings = {"text_encode": 0.0, "denoise": clock() - start, "decode": 0.0}
+        self.runs += len(batch)
+        return [
+            RunResult(
+                frames=fake_frames(p),
+                fps=p.fps,
+                timings=dict(timings),
+                seed=p.seed,
+                device=self.device,
+                dtype=self.dtype,
+                engine={"batch": str(len(batch))},
+            )
+            for p in batch
+        ]
 
     def _record(self, first: int, state: str) -> dict[str, str]:
         if not self.checkpoints:

@@ -13,6 +13,12 @@ child holding a GPU. Every ``worker.checkpoint_every`` denoise steps it saves th
 denoise state (:mod:`cinecloud.workers.checkpoints`); on :class:`Preempt` it saves it at
 the next step boundary, stops the job and starts no other.
 
+A :class:`RunBatch` runs its compatible jobs as one batched engine call
+(``Runner.run_batch``; :mod:`cinecloud.workers.batches`): each engine step goes out as
+every job's progress, a job canceled mid-batch is dropped (acknowledged at the next step,
+its video discarded), each job's frames go to rendering and the quality gate on their
+own, and a failed batched call runs its jobs again one by one.
+
 Everything on the pipe is a plain dict from :mod:`cinecloud.workers.messages`.
 
 With ``worker.parallel`` set, this child is rank 0 of N (:mod:`cinecloud.workers.ranks`):
@@ -40,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from cinecloud.config import Config
 from cinecloud.engine.finite import NonFiniteFrames
+from cinecloud.workers.batches import BatchRun
 from cinecloud.workers.checkpoints import CheckpointWriter
 from cinecloud.workers.messages import (
     Cancel,
@@ -53,6 +60,7 @@ from cinecloud.workers.messages import (
     Ready,
     Render,
     Rendered,
+    RunBatch,
     RunJob,
     Shutdown,
     from_dict,
@@ -239,6 +247,7 @@ class _Child:
         self._models: dict[str, _Loaded] = {}
         self._pending: collections.deque[Message] = collections.deque()
         self._current: str | None = None
+        self._batch: BatchRun | None = None  # the batch in hand (run_batch)
         self._cancel = False
         self.shutdown = False
         self.preempting = False  # a Preempt came: stop the job in hand, start no other
@@ -303,6 +312,11 @@ class _Child:
                 self._cancel = self.preempting = True
             elif isinstance(msg, Cancel):
                 self._cancel = self._cancel or msg.job_id == self._current
+                batch = self._batch
+                if batch is not None and msg.job_id != self._current and batch.cancel(msg.job_id):
+                    # One job of a batch in the engine is dropped; the call stops once
+                    # every job is (self._current is None while the batch denoises).
+                    self._cancel = self._cancel or (self._current is None and batch.all_canceled)
                 self.drop_waiting(msg.job_id)
             else:
                 self._pending.append(msg)
@@ -427,6 +441,126 @@ class _Child:
         )
         return None
 
+    # ---------------------------------------------------------- a batch of jobs
+
+    def run_batch(self, msg: RunBatch) -> None:
+        """Run compatible jobs as one batched engine call (workers.batches); each job's
+        Progress, Done or Failed go out under its own id, as if it had come alone. A job
+        canceled mid-batch is acknowledged at the next step and its video discarded; a
+        Preempt or Shutdown stops the whole batch (no checkpoint: every job goes back).
+        If the batched call fails, its jobs run again one by one."""
+        jobs = list(msg.jobs)
+        if self.preempting:
+            for job in jobs:
+                self.send(_failed(job, FailureCode.PREEMPTED, "the worker is being preempted"))
+            return
+        ready: list[tuple[RunJob, _Loaded, Any]] = []
+        for job in jobs:
+            prepared = self._prepare(job)
+            if isinstance(prepared, Failed):
+                self.send(prepared)
+            else:
+                ready.append((job, *prepared))
+        runner = ready[0][1].runner if ready else None
+        batched = getattr(runner, "run_batch", None)
+        same_model = len({job.model for job, _, _ in ready}) == 1
+        if len(ready) < 2 or batched is None or not same_model or self.link is not None:
+            # One job left, a runner without batching, or a parallel engine (whose ranks
+            # follow one job at a time): one by one.
+            self._run_each(BatchRun(tuple(job for job, _, _ in ready)) if ready else None)
+            return
+        batch = BatchRun(tuple(job for job, _, _ in ready))
+        self._batch, self._current, self._cancel = batch, None, False
+        try:
+            self._run_batched(batch, batched, [params for _, _, params in ready], ready[0][1])
+        except Exception as exc:
+            self._ack_dropped(batch)
+            if self._cancel:  # every job canceled, or the worker stops: acknowledge
+                for job in batch.live():
+                    self.send(self._stopped(job))
+                return
+            log.exception("batch %s failed; running its jobs one by one", batch.job_ids)
+            self._cancel = False
+            self._run_each(batch, first_error=exc)
+        finally:
+            self._batch = None
+
+    def _run_batched(
+        self, batch: BatchRun, run_batch: Callable[..., Any], params: list[Any], loaded: _Loaded
+    ) -> None:
+        """The batch's one engine call, then each live job's frames to the render process."""
+        marks: dict[str, float] = {}
+
+        def on_step(info: Any) -> None:
+            at = self._wall()
+            marks.setdefault(info.stage, at)
+            self.should_cancel()  # a Cancel for one job drops it before its progress goes
+            self._ack_dropped(batch)
+            for progress in batch.progress(info, at):
+                self.send(progress)
+
+        started, started_at = self._clock(), self._wall()
+        results = run_batch(params, on_step, self.engine_cancel)
+        engine_s, ended_at = self._clock() - started, self._wall()
+        self.should_cancel()
+        self._ack_dropped(batch)
+        if self._cancel:  # a Preempt or Shutdown came during the decode
+            for job in batch.live():
+                self.send(self._stopped(job))
+            return
+        for job in batch.live():  # the engine is free for every job of the batch
+            self.send(Progress(job.job_id, "render", 0, 1, 0.0, self._wall()))
+        spans = engine_spans(started_at, marks.get("denoise"), ended_at, results[0].timings)
+        for share in batch.split(results, engine_s):
+            job, result = share.job, share.result
+            out_dir = job_dir(self._cfg.worker.work_dir, job.job_id)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            frames = save_frames(result.frames, out_dir / "frames.npy")
+            engine = dict(getattr(result, "engine", {}))
+            engine["batch_engine_s"] = f"{engine_s:.6f}"
+            self._rendering[job.job_id] = _EngineDone(
+                timings={k: float(result.timings.get(k, 0.0)) for k in _ENGINE_STAGES},
+                seed=int(result.seed),
+                device=str(result.device),
+                dtype=str(result.dtype),
+                engine_s=share.engine_s,
+                engine=engine,
+                spans=dict(spans),
+            )
+            display_size = loaded.spec.defaults.display_size
+            self._renderer.submit(
+                Render(
+                    job.job_id, str(frames), str(out_dir), int(result.fps), display_size, job.model
+                )
+            )
+
+    def _run_each(self, batch: BatchRun | None, first_error: Exception | None = None) -> None:
+        """The batch's live jobs one at a time on the single-job path; a job canceled
+        while it waits is acknowledged without running."""
+        if batch is None:
+            return
+        if first_error is not None:
+            log.info("rerunning %d jobs alone after %s", len(batch.live()), first_error)
+        self._batch = batch  # a Cancel for a waiting job is kept
+        try:
+            for job in batch.jobs:
+                if batch.canceled(job.job_id):
+                    self._ack_dropped(batch)
+                    continue
+                if self.shutdown:
+                    self.send(self._stopped(job))
+                    continue
+                ended = self.run_job(job)
+                if ended is not None:
+                    self.send(ended)
+        finally:
+            self._batch = None
+
+    def _ack_dropped(self, batch: BatchRun) -> None:
+        """Acknowledge each job canceled out of ``batch`` (once)."""
+        for job in batch.unacknowledged():
+            self.send(_failed(job, FailureCode.CANCELED, "canceled"))
+
     def _on_rendered(self, result: Rendered | Failed) -> None:
         """On the render reader thread: the job's Done (or Failed) goes to the parent."""
         engine = self._rendering.pop(result.job_id, None)
@@ -502,6 +636,8 @@ def _serve(child: _Child) -> None:
             ended = child.run_job(msg)
             if ended is not None:
                 child.send(ended)
+        elif isinstance(msg, RunBatch):
+            child.run_batch(msg)
         elif child.link is not None:
             child.link.idle()  # keeps the other ranks' wait for a command short
         elif isinstance(msg, Cancel):

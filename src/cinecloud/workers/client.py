@@ -184,15 +184,19 @@ class ControlPlaneClient:
         max_jobs: int = 1,
         wait_s: float = 10.0,
         width: int = 1,
+        free_memory: float | None = None,
     ) -> list[RunJob]:
-        """Ask for jobs for a worker of ``width`` ranks (the scheduler places by width)."""
-        body = {
+        """Ask for jobs for a worker of ``width`` ranks (the scheduler places by width);
+        ``free_memory`` (bytes of GPU memory free) caps a batch at what fits."""
+        body: dict[str, Any] = {
             "worker_id": worker_id,
             "models": list(models),
             "max_jobs": max_jobs,
             "wait_s": wait_s,
             "width": width,
         }
+        if free_memory is not None:
+            body["free_memory"] = free_memory
         data = self._post("internal/v1/leases", body, timeout_s=wait_s + self._timeout_s)
         return [_run_job(item) for item in data.get("jobs", ())]
 

@@ -37,13 +37,14 @@ class LeaseLimits:
     cap: int
 
 
-def lease_limits(overlap: bool, render_processes: int) -> LeaseLimits:
-    """One job at a time without overlap; with it, the job on the engine and the next,
-    and at most one job rendering per render process and as many again waiting to
-    render or uploading, beyond those two."""
+def lease_limits(overlap: bool, render_processes: int, batch: int = 1) -> LeaseLimits:
+    """One job (or one batch of up to ``batch``: ``worker.max_batch``) at a time without
+    overlap; with it, the one on the engine and the next, and at most one job rendering
+    per render process and as many again waiting to render or uploading, beyond those."""
+    batch = max(1, batch)
     if not overlap:
-        return LeaseLimits(ahead=1, cap=1)
-    return LeaseLimits(ahead=2, cap=2 * max(1, render_processes) + 2)
+        return LeaseLimits(ahead=batch, cap=batch)
+    return LeaseLimits(ahead=2 * batch, cap=2 * max(1, render_processes) + 2 * batch)
 
 
 @dataclass
@@ -63,6 +64,7 @@ class HeldJob:
     stop_deadline: float | None = None  # a Cancel went to the child: answer by then
     model_load: float = 0.0  # the model load it waited for (seconds), if any
     load_span: tuple[float, float] | None = None
+    lease_round: int = 0  # which lease brought it: only jobs leased together batch
 
     @property
     def job_id(self) -> str:
@@ -126,10 +128,13 @@ class HeldJobs:
         ahead = self.limits.ahead - self._short_of_engine_end()
         return max(0, min(ahead, self.limits.cap - len(self._jobs)))
 
-    def wait_for_room(self, timeout: float) -> int:
-        """:meth:`room` once it is above 0, or 0 after ``timeout`` seconds."""
+    def wait_for_room(self, timeout: float, at_least: int = 1) -> int:
+        """:meth:`room` once it is ``at_least`` (a whole batch), or 0 after ``timeout``
+        seconds."""
+        want = max(1, min(at_least, self.limits.ahead, self.limits.cap))
         with self._cond:
-            self._cond.wait_for(lambda: self._room() > 0, timeout)
+            if not self._cond.wait_for(lambda: self._room() >= want, timeout):
+                return 0
             return self._room()
 
     def wait_gone(self, job_id: str, closed: Callable[[], bool]) -> None:
@@ -147,6 +152,17 @@ class HeldJobs:
             if closed():
                 return False
             self._jobs[held.job_id] = held
+            self._changed()
+        return True
+
+    def admit_all(self, held: list[HeldJob], closed: Callable[[], bool]) -> bool:
+        """:meth:`admit` for the jobs of one lease at once, so the engine loop never sees
+        part of a batch."""
+        with self._cond:
+            if closed():
+                return False
+            for h in held:
+                self._jobs[h.job_id] = h
             self._changed()
         return True
 

@@ -4,7 +4,7 @@ Each message is a small frozen record named by intent. Across the process
 boundary it travels as a plain dict (``to_dict``) with a ``"type"`` key, and
 is rebuilt with ``from_dict``; nothing else is pickled.
 
-Parent to child: ``RunJob``, ``Cancel``, ``Preempt``, ``Shutdown``.
+Parent to child: ``RunJob``, ``RunBatch``, ``Cancel``, ``Preempt``, ``Shutdown``.
 Child to parent: ``Ready``, ``Progress``, ``Checkpoint``, ``Done``, ``Failed``.
 Child to its render process: ``Render``, ``Shutdown``; back: ``Rendered``, ``Failed``.
 """
@@ -29,6 +29,7 @@ __all__ = [
     "Ready",
     "Render",
     "Rendered",
+    "RunBatch",
     "RunJob",
     "Shutdown",
     "UnknownMessage",
@@ -77,6 +78,15 @@ class RunJob:
     inputs: dict[str, str] = field(default_factory=dict)
     # W3C trace context of the job's trace (None: not traced); the worker's spans join it.
     traceparent: str | None = None
+
+
+@dataclass(frozen=True)
+class RunBatch:
+    """Compatible leased jobs (one ``workers.batches.batch_key``) to run as one batched
+    engine call; the child answers for each job as if it had come alone (Progress, then
+    Done or Failed under its own ``job_id``)."""
+
+    jobs: tuple[RunJob, ...]
 
 
 @dataclass(frozen=True)
@@ -206,6 +216,7 @@ class Rendered:
 
 Message: TypeAlias = (
     RunJob
+    | RunBatch
     | Cancel
     | Preempt
     | Shutdown
@@ -220,6 +231,7 @@ Message: TypeAlias = (
 
 _TYPES: dict[str, type[Message]] = {
     "run_job": RunJob,
+    "run_batch": RunBatch,
     "cancel": Cancel,
     "preempt": Preempt,
     "shutdown": Shutdown,
@@ -262,6 +274,11 @@ def from_dict(data: dict[str, Any]) -> Message:
             fields["gpus"] = tuple(GpuInfo(**g) for g in fields.get("gpus", ()))
         elif cls is Done or cls is Rendered:
             fields["files"] = tuple(OutputFile(**f) for f in fields.get("files", ()))
+        elif cls is RunBatch:
+            jobs = fields.get("jobs", ())
+            if not isinstance(jobs, list | tuple) or not all(isinstance(j, dict) for j in jobs):
+                raise UnknownMessage("bad run_batch message: jobs must be a list of jobs")
+            fields["jobs"] = tuple(RunJob(**j) for j in jobs)
         elif cls is Render and fields.get("display_size") is not None:
             width, height = fields["display_size"]
             fields["display_size"] = (int(width), int(height))

@@ -25,6 +25,15 @@ overlap the worker holds one job at a time. A job canceled before it reached the
 is dropped (the child drops one still waiting on its pipe); one rendering is dropped
 when its render ends.
 
+Batching (``worker.max_batch``; 0, the default, is 8 on a GPU and none on a CPU): the
+lease thread waits for room for a whole batch and asks for up to ``max_batch`` jobs; the
+scheduler hands out the best job and the queued ones that batch with it. The engine loop
+sends the compatible jobs of one lease (:func:`.batches.group_jobs`) as one
+:class:`RunBatch`: one engine call denoises them together, and from then on each is a
+job like any other here (its own progress, cancel, render, upload and result). The
+look-ahead and the cap above count in batches then: two batches short of the end of
+their engine work, ``2 x render_processes + 2 x max_batch`` jobs in all.
+
 When the engine child dies, the jobs it held short of the end of their engine work
 fail as retryable (``worker_crashed``: one of them is the cause); those already
 rendering are given back (``release``, no attempt counted), and so is every other job
@@ -41,7 +50,7 @@ child's periodic checkpoints go up as they come (:mod:`cinecloud.workers.checkpo
 ``gpu_seconds`` reported on completion is the wall time of the engine run
 (text encode, denoise and decode; not model load, render or upload). It is
 counted the same way when the engine runs on the CPU, so CPU time is billed
-like GPU time.
+like GPU time. A batch's engine time is split evenly among its jobs.
 """
 
 from __future__ import annotations
@@ -66,6 +75,7 @@ from cinecloud.config import Config
 from cinecloud.telemetry import gpu_type_of
 from cinecloud.telemetry.gpu import GpuSample, sample_gpus
 from cinecloud.telemetry.tracing import setup_tracing
+from cinecloud.workers.batches import AUTO_MAX_BATCH_GPU, free_memory, group_jobs, max_batch
 from cinecloud.workers.checkpoints import CHECKPOINT_RETRY, CheckpointUploads
 from cinecloud.workers.child import job_dir
 from cinecloud.workers.client import (
@@ -87,6 +97,7 @@ from cinecloud.workers.messages import (
     Preempt,
     Progress,
     Ready,
+    RunBatch,
     RunJob,
 )
 from cinecloud.workers.progress import (
@@ -188,12 +199,16 @@ class Worker:
         self._hb_wake = threading.Event()
         self._hb_done = threading.Event()
         render = render_pool_size(cfg.worker.render_processes)
+        # Jobs per batch (worker.max_batch): known once the engine says its device.
+        self._batch = 1
+        self._lease_round = 0
         self.limits = lease_limits(cfg.worker.overlap, render)
         self._held = HeldJobs(self.limits, on_change=self._wake.set)
+        most = lease_limits(cfg.worker.overlap, render, cfg.worker.max_batch or AUTO_MAX_BATCH_GPU)
         self._closed = threading.Event()  # no more leases: stopping, or the engine is gone
         self._preempt_deadline: float | None = None
         # Each ended job uploads and reports on a thread of its own: one per held job.
-        self._finishers = ThreadPoolExecutor(self.limits.cap, thread_name_prefix="cinecloud-finish")
+        self._finishers = ThreadPoolExecutor(most.cap, thread_name_prefix="cinecloud-finish")
         self._uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="cinecloud-upload")
         self._checkpoints = CheckpointUploads(
             ControlPlaneClient(cfg.worker.server_url, cfg.worker.token, retry=CHECKPOINT_RETRY)
@@ -239,11 +254,22 @@ class Worker:
                 log.info("engine ready: %s in %.2fs on %s", msg.models, msg.load_s, msg.device)
                 self._ready, self._pending_load_s = msg, msg.load_s
                 self._load_span = (self._wall() - msg.load_s, self._wall())
+                self._set_batch(msg.device)
                 return True
             if isinstance(msg, Failed):
                 log.error("model load failed (%s): %s", msg.code, msg.message)
                 return False
         return False
+
+    def _set_batch(self, device: str) -> None:
+        """Lease for batches of ``worker.max_batch`` on ``device`` (a parallel engine's
+        ranks follow one job at a time: no batches)."""
+        self._batch = max_batch(self._cfg.worker, device) if self._width() == 1 else 1
+        render = render_pool_size(self._cfg.worker.render_processes)
+        self.limits = lease_limits(self._cfg.worker.overlap, render, self._batch)
+        self._held.limits = self.limits
+        if self._batch > 1:
+            log.info("batching up to %d compatible jobs per engine call", self._batch)
 
     def _identity(self) -> tuple[str, dict[str, Any]]:
         """The worker's name and the capabilities it registers with."""
@@ -299,11 +325,13 @@ class Worker:
         client = self._make_client()
         try:
             while not self._closed.is_set():
-                room = self._held.wait_for_room(timeout=_ROOM_POLL_S)
+                # Batching: lease a whole batch at a time (the scheduler hands out the
+                # best job and the queued ones that batch with it).
+                batch = self._batch
+                room = self._held.wait_for_room(timeout=_ROOM_POLL_S, at_least=batch)
                 if room == 0 or self._closed.is_set():
                     continue
-                for job in self._take(client, room):
-                    self._admit(job)
+                self._admit(self._take(client, min(room, batch) if batch > 1 else room))
         finally:
             client.close()
 
@@ -311,6 +339,8 @@ class Worker:
         """Lease up to ``k`` jobs: the one place the worker asks for work. Waits (a long
         poll) while the queue is empty; [] on a failure, after a pause."""
         assert self._worker_id is not None and self._ready is not None
+        # a batch holds no more jobs than the GPU has memory for (docs/scheduling.md)
+        free = free_memory(self._gpus()) if self._batch > 1 else None
         try:
             return client.lease(
                 self._worker_id,
@@ -318,27 +348,37 @@ class Worker:
                 max_jobs=k,
                 wait_s=self._cfg.queue.lease_long_poll_s,
                 width=self._width(),
+                free_memory=free,
             )
         except (Unreachable, ControlPlaneError) as exc:
             log.warning("lease failed: %s", exc)
             self._closed.wait(_RETRY_PAUSE_S)
             return []
 
-    def _admit(self, job: RunJob) -> None:
-        """Hold a leased job, its inputs fetched; given straight back when stopping."""
-        self._held.wait_gone(job.job_id, self._closed.is_set)
-        if self._closed.is_set():
-            self._checkpoints.release(job, _STOPPING)
+    def _admit(self, jobs: list[RunJob]) -> None:
+        """Hold the jobs of one lease, their inputs fetched, all at once (so the engine
+        loop never sends part of a batch); given straight back when stopping."""
+        self._lease_round += 1
+        ready: list[HeldJob] = []
+        for job in jobs:
+            self._held.wait_gone(job.job_id, self._closed.is_set)
+            if self._closed.is_set():
+                self._checkpoints.release(job, _STOPPING)
+                continue
+            held = self._prepare(job)
+            if held is not None:
+                held.lease_round = self._lease_round
+                ready.append(held)
+        if not ready:
             return
-        held = self._prepare(job)
-        if held is None:
+        if not self._held.admit_all(ready, self._closed.is_set):
+            for held in ready:
+                shutil.rmtree(held.dir, ignore_errors=True)
+                self._checkpoints.release(held.job, _STOPPING)
             return
-        if not self._held.admit(held, self._closed.is_set):
-            shutil.rmtree(held.dir, ignore_errors=True)
-            self._checkpoints.release(job, _STOPPING)
-            return
-        log.info("job %s (attempt %d) leased", job.job_id, job.attempt)
-        self._hb_wake.set()  # its lease joins the heartbeat at once
+        for held in ready:
+            log.info("job %s (attempt %d) leased", held.job_id, held.job.attempt)
+        self._hb_wake.set()  # their leases join the heartbeat at once
 
     def _prepare(self, job: RunJob) -> HeldJob | None:
         """The job with its inputs fetched into its directory, or None (failure reported)."""
@@ -421,14 +461,33 @@ class Worker:
         another, the next waiting on its pipe while the engine works."""
         if self._child is None or self._closed.is_set():
             return
-        for held in self._held.unsent():
-            if held.cancel.is_set():
-                continue  # never started: the watchdog drops it
+        # never started if canceled: the watchdog drops it
+        waiting = [h for h in self._held.unsent() if not h.cancel.is_set()]
+        for group in self._batches(waiting):
+            held = group[0]
             held.model_load, self._pending_load_s = self._pending_load_s, 0.0
             held.load_span, self._load_span = self._load_span, None
-            self._child.send(held.job)
-            held.sent = True
-            log.info("job %s (attempt %d) sent to the engine", held.job_id, held.job.attempt)
+            if len(group) == 1:
+                self._child.send(held.job)
+            else:  # one engine call for them all (workers.batches)
+                self._child.send(RunBatch(tuple(h.job for h in group)))
+            for h in group:
+                h.sent = True
+                log.info("job %s (attempt %d) sent to the engine", h.job_id, h.job.attempt)
+            if len(group) > 1:
+                log.info("batch of %d sent: %s", len(group), ", ".join(h.job_id for h in group))
+
+    def _batches(self, waiting: list[HeldJob]) -> list[list[HeldJob]]:
+        """``waiting`` (in lease order) as batches of compatible jobs leased together."""
+        by_id = {h.job_id: h for h in waiting}
+        rounds: dict[int, list[RunJob]] = {}
+        for h in waiting:
+            rounds.setdefault(h.lease_round, []).append(h.job)
+        return [
+            [by_id[job.job_id] for job in group]
+            for jobs in rounds.values()
+            for group in group_jobs(jobs, self._batch)
+        ]
 
     def _watch(self) -> None:
         """Stop the jobs that must stop: a Cancel for one the engine has (killed with
