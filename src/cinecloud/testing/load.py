@@ -52,6 +52,7 @@ class LoadResult:
     achieved_rate: float = 0.0
     ok: int = 0
     errors: int = 0
+    retried: int = 0
     error_statuses: dict[str, int] = field(default_factory=dict)
     lost: int = 0
     duplicated: int = 0
@@ -59,6 +60,7 @@ class LoadResult:
     replay_mismatches: int = 0
     completed: int | None = None
     failed: int | None = None
+    failure_codes: dict[str, int] = field(default_factory=dict)
     complete_seconds: float | None = None
     p50_ms: float = 0.0
     p90_ms: float = 0.0
@@ -77,22 +79,35 @@ def _quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
+#: A submission whose connection failed (e.g. a pooled keep-alive connection the server
+#: closed as it was reused) is sent again with its Idempotency-Key, as a client should:
+#: at most this many times. Each such retry is counted (``LoadResult.retried``).
+RETRIES = 2
+
+
 async def _submit(
-    client: httpx.AsyncClient, i: int, run: str
+    client: httpx.AsyncClient, i: int, run: str, res: LoadResult | None = None
 ) -> tuple[int, str | None, float, str]:
     key = f"{run}-{i}"
     body = {**BODY, "prompt": f"load test job {i}: a red ball bouncing"}
     t0 = time.perf_counter()
-    try:
-        resp = await client.post("/v1/videos", json=body, headers={"Idempotency-Key": key})
-    except httpx.HTTPError as exc:
-        return 0, None, time.perf_counter() - t0, type(exc).__name__
+    for attempt in range(RETRIES + 1):
+        try:
+            resp = await client.post("/v1/videos", json=body, headers={"Idempotency-Key": key})
+            break
+        except httpx.TransportError as exc:
+            if attempt == RETRIES:
+                return 0, None, time.perf_counter() - t0, type(exc).__name__
+            if res is not None:
+                res.retried += 1
     took = time.perf_counter() - t0
     job_id = resp.json().get("id") if resp.is_success else None
     return resp.status_code, job_id, took, key
 
 
-async def _paced(client: httpx.AsyncClient, n: int, rate: float, run: str) -> list[Any]:
+async def _paced(
+    client: httpx.AsyncClient, n: int, rate: float, run: str, res: LoadResult
+) -> list[Any]:
     """Start submission ``i`` at ``i / rate`` seconds, whatever the earlier ones take."""
     start = time.perf_counter()
     tasks = []
@@ -100,7 +115,7 @@ async def _paced(client: httpx.AsyncClient, n: int, rate: float, run: str) -> li
         delay = start + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(_submit(client, i, run)))
+        tasks.append(asyncio.create_task(_submit(client, i, run, res)))
     return await asyncio.gather(*tasks)
 
 
@@ -127,19 +142,21 @@ async def _drive(svc: Service, res: LoadResult, replay_every: int, complete_s: f
     ) as client:
         run = f"load-{int(time.time())}"
         t0 = time.perf_counter()
-        results = await _paced(client, res.jobs, res.rate, run)
+        results = await _paced(client, res.jobs, res.rate, run, res)
         res.submit_seconds = round(time.perf_counter() - t0, 3)
         res.achieved_rate = round(res.jobs / res.submit_seconds, 2)
         ids: list[str] = []
         latencies: list[float] = []
-        for status, job_id, took, _ in results:
+        for status, job_id, took, detail in results:
             latencies.append(took * 1000)
             if 200 <= status < 300 and job_id:
                 res.ok += 1
                 ids.append(job_id)
             else:
                 res.errors += 1
-                res.error_statuses[str(status)] = res.error_statuses.get(str(status), 0) + 1
+                # the status, or the client's exception when no answer came
+                what = str(status) if status else detail
+                res.error_statuses[what] = res.error_statuses.get(what, 0) + 1
         res.p50_ms = round(_quantile(latencies, 0.50), 2)
         res.p90_ms = round(_quantile(latencies, 0.90), 2)
         res.p99_ms = round(_quantile(latencies, 0.99), 2)
@@ -167,7 +184,8 @@ async def _await_completion(
 ) -> None:
     t0 = time.perf_counter()
     while True:
-        status = {v["id"]: v["status"] for v in await _listed(client)}
+        videos = {v["id"]: v for v in await _listed(client)}
+        status = {i: v["status"] for i, v in videos.items()}
         done = [i for i in ids if status.get(i) in ("completed", "failed", "canceled")]
         if len(done) == len(ids) or time.perf_counter() - t0 > limit_s:
             break
@@ -175,6 +193,10 @@ async def _await_completion(
     res.complete_seconds = round(time.perf_counter() - t0, 2)
     res.completed = sum(1 for i in ids if status.get(i) == "completed")
     res.failed = sum(1 for i in ids if status.get(i) == "failed")
+    for i in ids:
+        if status.get(i) == "failed":
+            code = (videos[i].get("error") or {}).get("code") or "unknown"
+            res.failure_codes[code] = res.failure_codes.get(code, 0) + 1
     # a job that never finished within the limit counts as lost
     res.lost += len(ids) - len(done)
 
