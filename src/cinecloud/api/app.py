@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from cinecloud.api.errors import install_error_handlers
 from cinecloud.api.limits import AbuseLimits
 from cinecloud.api.loops import Loop, replica_name, run_leader_loops
+from cinecloud.api.openapi import install_openapi
 from cinecloud.api.routers import (
     admin,
     checkpoints,
@@ -206,4 +207,5 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     app.include_router(create_origin_router(st.store, secret=cfg.delivery.secret, clock=st.clock))
     app.include_router(ops.router)
     install_studio(app)
+    install_openapi(app, st.registry.ids, st.registry.default_id)
     return app

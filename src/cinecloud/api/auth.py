@@ -5,7 +5,8 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.errors import ApiError
@@ -15,10 +16,23 @@ from cinecloud.jobs import ApiKeyRecord
 __all__ = ["Admin", "Caller", "WorkerAuth", "require_admin", "require_key", "require_worker"]
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+# The two bearer schemes, as the OpenAPI document names them; a missing or malformed
+# header is answered by this module (401 and the OpenAI error body), not by FastAPI.
+api_key_scheme = HTTPBearer(
+    scheme_name="apiKey", description="An API key: 'Authorization: Bearer <key>'", auto_error=False
+)
+worker_scheme = HTTPBearer(
+    scheme_name="workerToken",
+    description="The workers' shared token (worker.token): the worker protocol",
+    auto_error=False,
+)
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(api_key_scheme)]
+WorkerBearer = Annotated[HTTPAuthorizationCredentials | None, Depends(worker_scheme)]
+
+
+def _bearer(credentials: HTTPAuthorizationCredentials | None) -> str:
+    token = credentials.credentials.strip() if credentials is not None else ""
+    if not token:
         raise ApiError(
             401,
             "missing_api_key",
@@ -29,10 +43,10 @@ def _bearer(request: Request) -> str:
 
 
 async def require_key(
-    request: Request, state: Annotated[AppState, Depends(get_state)]
+    credentials: Bearer, state: Annotated[AppState, Depends(get_state)]
 ) -> ApiKeyRecord:
     """The caller's key; then its request counts against the key's rate limit."""
-    key = await _authenticate(request, state)
+    key = await _authenticate(_bearer(credentials), state)
     limits = await state.limits.for_tenant(key.tenant_id)
     refusal = await state.limits.rates.hit("requests", key.id, limits.rate)
     if refusal is not None:
@@ -41,8 +55,7 @@ async def require_key(
     return key
 
 
-async def _authenticate(request: Request, state: AppState) -> ApiKeyRecord:
-    token = _bearer(request)
+async def _authenticate(token: str, state: AppState) -> ApiKeyRecord:
     key = state.key_cache.get(token, state.clock())
     if key is None:
         key = await run_in_threadpool(state.accounts.authenticate, token)
@@ -58,10 +71,17 @@ async def _authenticate(request: Request, state: AppState) -> ApiKeyRecord:
     return key
 
 
-async def require_worker(request: Request, state: Annotated[AppState, Depends(get_state)]) -> None:
-    token = _bearer(request)
+async def require_worker(
+    credentials: WorkerBearer, state: Annotated[AppState, Depends(get_state)]
+) -> None:
+    token = _bearer(credentials)
     if not hmac.compare_digest(token.encode(), state.cfg.worker.token.encode()):
-        raise ApiError(401, "invalid_worker_token", "the worker token is not valid")
+        raise ApiError(
+            401,
+            "invalid_worker_token",
+            "the worker token is not valid",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 Caller = Annotated[ApiKeyRecord, Depends(require_key)]

@@ -8,19 +8,24 @@ as workers do with every call. Other unexpected errors answer 500 ``internal_err
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
     "ApiError",
     "database_unavailable",
     "error_body",
     "install_error_handlers",
+    "no_nul",
     "video_not_found",
 ]
 
@@ -78,6 +83,52 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"{param}: {msg}" if param else msg), param
 
 
+def no_nul(value: str) -> str:
+    """A text field's validator: NUL cannot be stored (PostgreSQL's text refuses it)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+class RejectNul:
+    """ASGI middleware: 400 ``invalid_value`` for a path or query string holding NUL
+    (``%00``), which no id or parameter contains and PostgreSQL cannot compare with."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"\x00" in unquote_to_bytes(scope["query_string"])
+        ):
+            body = error_body(400, "invalid_value", "the URL must not contain NUL characters")
+            await JSONResponse(body, status_code=400)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _routes(app: Any) -> Iterable[Any]:
+    """The app's routes, through included routers: FastAPI from 0.165 includes a router
+    as one lazy entry, which ``iter_route_contexts`` expands."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI: included routes are copied into the list
+        return list(app.router.routes)
+    return list(iter_route_contexts(app.router.routes))
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path (``Allow`` of a 405):
+    Starlette names only the first route that matched the path, and a path such as
+    ``/v1/videos/{id}`` has one route per method."""
+    methods: set[str] = set()
+    for route in _routes(request.app):
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 def database_unavailable(exc: OperationalError) -> bool:
     """Whether ``exc`` means the database is away or busy for now (a retry may pass),
     rather than a broken statement: a lost connection, any of PostgreSQL's operational
@@ -90,6 +141,8 @@ def database_unavailable(exc: OperationalError) -> bool:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_middleware(RejectNul)
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(
@@ -104,12 +157,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(400, "invalid_value", message, param), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
         return JSONResponse(
             error_body(exc.status_code, code, str(exc.detail)),
             status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            headers=headers or None,
         )
 
     @app.exception_handler(Exception)

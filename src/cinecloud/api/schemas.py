@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from cinecloud.api.errors import no_nul
 from cinecloud.scheduler import parse_priority
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "ErrorBody",
     "ModelList",
     "ModelObject",
+    "Text",
     "VideoCreate",
     "VideoError",
     "VideoList",
@@ -20,6 +22,8 @@ __all__ = [
 ]
 
 MAX_SEED = 2**63 - 1
+#: A string the database stores: no NUL characters (400 ``invalid_value``).
+Text = Annotated[str, AfterValidator(no_nul)]
 
 
 class VideoCreate(BaseModel):
@@ -27,25 +31,25 @@ class VideoCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str
-    model: str | None = None
-    seconds: int | str | None = None
-    size: str | None = None
-    negative_prompt: str | None = None
+    prompt: Text
+    model: Text | None = None
+    seconds: int | Text | None = None
+    size: Text | None = None
+    negative_prompt: Text | None = None
     num_frames: int | None = Field(None, ge=1)
     fps: int | None = Field(None, ge=1)
     steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = Field(None, ge=0)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     # opt-in and lossy: "first_block" reuses late blocks on steps that change little
-    step_cache: str | None = None
+    step_cache: Text | None = None
     # a class (high, normal, low) or a whole number from -100 to 100; higher runs first
     priority: int = 0
-    metadata: dict[str, str] | None = Field(None, max_length=16)
+    metadata: dict[Text, Text] | None = Field(None, max_length=16)
     # ranks to run on (1, 2, 4, ...); None: the scheduler decides
     parallel: int | None = None
     # where this job's started/completed/failed/canceled events are POSTed (docs/webhooks.md)
-    webhook_url: str | None = Field(None, max_length=2048)
+    webhook_url: Text | None = Field(None, max_length=2048)
 
     @field_validator("parallel", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from cinecloud.api.auth import Caller
 from cinecloud.api.errors import ApiError
+from cinecloud.api.openapi import errors
 from cinecloud.api.state import AppState, get_state
 from cinecloud.scheduler.autoscaler import decision_view
 
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 State = Annotated[AppState, Depends(get_state)]
 
 
-@router.get("/autoscaler")
+@router.get("/autoscaler", responses=errors(403))
 async def autoscaler(
     caller: Caller, state: State, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> dict[str, Any]:

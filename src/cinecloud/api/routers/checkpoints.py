@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.auth import WorkerAuth
 from cinecloud.api.errors import ApiError
+from cinecloud.api.openapi import errors
 from cinecloud.api.state import AppState, get_state
 from cinecloud.api.views import artifact_url
 from cinecloud.jobs import JobRecord, LeaseLost
@@ -23,7 +24,9 @@ from cinecloud.jobs.checkpoints import CheckpointLedger, NewCheckpoint
 
 __all__ = ["CHECKPOINT_INVALID", "checkpoint_inputs", "drop_checkpoint", "router"]
 
-router = APIRouter(prefix="/internal/v1", tags=["internal"], dependencies=[WorkerAuth])
+router = APIRouter(
+    prefix="/internal/v1", tags=["internal"], dependencies=[WorkerAuth], responses=errors(409)
+)
 State = Annotated[AppState, Depends(get_state)]
 
 #: The ``fail`` code of a job whose checkpoint cannot resume it: the checkpoint is dropped.

@@ -16,6 +16,25 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["health"])
 State = Annotated[AppState, Depends(get_state)]
+_NOT_READY = {
+    "description": "A dependency (database, storage) does not answer",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["status", "checks"],
+                "properties": {
+                    "status": {"type": "string"},
+                    "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            }
+        }
+    },
+}
+_METRICS = {
+    "description": "Prometheus text exposition",
+    "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+}
 
 
 @router.get("/healthz")
@@ -41,7 +60,7 @@ def _check(state: AppState) -> dict[str, str]:
     return checks
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: _NOT_READY})
 async def readyz(state: State) -> JSONResponse:
     checks = await run_in_threadpool(_check, state)
     ok = all(v == "ok" for v in checks.values())
@@ -50,7 +69,7 @@ async def readyz(state: State) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses={200: _METRICS})
 async def metrics(state: State) -> Response:
     body = await run_in_threadpool(state.metrics.render)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

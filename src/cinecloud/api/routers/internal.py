@@ -12,11 +12,12 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.auth import WorkerAuth
 from cinecloud.api.errors import ApiError
+from cinecloud.api.openapi import errors
 from cinecloud.api.routers.checkpoints import CHECKPOINT_INVALID, checkpoint_inputs, drop_checkpoint
 from cinecloud.api.scheduling import LeaseAsk, billing_for, placement
 from cinecloud.api.state import AppState, get_state
@@ -31,8 +32,12 @@ from cinecloud.telemetry.tracing import SpanRecord, record_span
 __all__ = ["router", "upload_router"]
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/internal/v1", tags=["internal"], dependencies=[WorkerAuth])
-upload_router = APIRouter(prefix="/internal/v1", tags=["internal"])
+router = APIRouter(
+    prefix="/internal/v1", tags=["internal"], dependencies=[WorkerAuth], responses=errors(404, 409)
+)
+upload_router = APIRouter(
+    prefix="/internal/v1", tags=["internal"], responses=errors(403, 404, 409, 410, 413)
+)
 State = Annotated[AppState, Depends(get_state)]
 MAX_UPLOAD_BYTES = 8 * 1024**3
 
@@ -51,6 +56,9 @@ class LeaseRef(BaseModel):
 class GpuStat(BaseModel):
     """One GPU's NVML sample (``telemetry.gpu.GpuSample``)."""
 
+    # numbers as JSON numbers: no true for 1 or "8" for 8
+    model_config = ConfigDict(strict=True)
+
     index: int = Field(ge=0)
     name: str = Field("", max_length=200)
     uuid: str = Field("", max_length=100)
@@ -67,6 +75,8 @@ class Heartbeat(BaseModel):
 
 
 class LeaseRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     worker_id: str
     models: list[str]
     max_jobs: int = Field(1, ge=1, le=64)

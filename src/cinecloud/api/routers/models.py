@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from cinecloud.api.auth import Caller
 from cinecloud.api.errors import ApiError
+from cinecloud.api.openapi import errors
 from cinecloud.api.schemas import ModelList, ModelObject
 from cinecloud.api.state import AppState, get_state
 from cinecloud.engine.registry import ModelNotInstalled, ModelSpec, UnknownModel, check_installed
@@ -50,7 +51,7 @@ async def list_models(_: Caller, state: State) -> JSONResponse:
     return JSONResponse({"object": "list", "data": [_model(s, reg.default_id) for s in reg.list()]})
 
 
-@router.get("/{model_id:path}", response_model=ModelObject)
+@router.get("/{model_id:path}", response_model=ModelObject, responses=errors(404))
 async def get_model(model_id: str, _: Caller, state: State) -> JSONResponse:
     try:
         spec = state.registry.get(model_id)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.auth import Admin
+from cinecloud.api.openapi import errors
 from cinecloud.api.overview import build_overview
 from cinecloud.api.state import AppState, get_state
 
@@ -19,11 +20,11 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 State = Annotated[AppState, Depends(get_state)]
 
 
-@router.get("/overview")
+@router.get("/overview", responses=errors(403))
 async def overview(
     _: Admin,
     state: State,
-    window_s: Annotated[float, Query(gt=0, le=7 * 24 * 3600)] = 3600.0,
+    window_s: Annotated[float, Query(ge=1, le=7 * 24 * 3600)] = 3600.0,
     buckets: Annotated[int, Query(ge=1, le=240)] = 30,
 ) -> JSONResponse:
     """The queue by model and priority, the workers and their jobs, stage-latency

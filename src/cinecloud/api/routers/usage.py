@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.auth import Caller
 from cinecloud.api.errors import ApiError
+from cinecloud.api.openapi import errors
 from cinecloud.api.state import AppState, get_state
 from cinecloud.jobs import ApiKeyRecord
 from cinecloud.jobs.usage import UsageLedger, UsageRow
@@ -101,7 +102,7 @@ def _by_day(rows: list[UsageRow]) -> list[dict[str, Any]]:
     ]
 
 
-@router.get("/usage")
+@router.get("/usage", responses=errors(403, 404))
 async def usage(
     caller: Caller,
     state: State,

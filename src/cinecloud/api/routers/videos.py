@@ -16,8 +16,9 @@ from cinecloud.api.auth import Caller
 from cinecloud.api.errors import ApiError, video_not_found
 from cinecloud.api.images import read_input_image
 from cinecloud.api.limits import Refusal, check_budget, check_quota
+from cinecloud.api.openapi import errors
 from cinecloud.api.routers.webhooks import add_request_webhook
-from cinecloud.api.schemas import DeletedVideo, ErrorBody, VideoCreate, VideoList, VideoObject
+from cinecloud.api.schemas import DeletedVideo, VideoCreate, VideoList, VideoObject
 from cinecloud.api.state import AppState, get_state
 from cinecloud.api.views import ARTIFACT_FOR_VARIANT, artifact_url, video_object
 from cinecloud.api.webhook_loop import check_webhook_url
@@ -48,8 +49,10 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 State = Annotated[AppState, Depends(get_state)]
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 429)
+# the headers of a redirect to a video's file
+_REDIRECT = {
+    "description": "A signed URL of the file, valid for delivery.url_ttl_s",
+    "headers": {"Location": {"required": True, "schema": {"type": "string"}}},
 }
 
 
@@ -314,13 +317,13 @@ async def _admission(
     return limits, admit, False
 
 
-@router.post("", response_model=VideoObject, responses=_ERRORS)
+@router.post("", response_model=VideoObject, responses=errors(409, 413, 415))
 async def create_video(
     request: Request,
     caller: Caller,
     state: State,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-    cancel_after: Annotated[str | None, Header(max_length=100)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+    cancel_after: Annotated[str | None, Header(min_length=1, max_length=100)] = None,
 ) -> JSONResponse:
     # The job's trace starts here (or joins the caller's, given a traceparent header).
     with submit_span("submit", request.headers.get("traceparent")) as span:
@@ -351,7 +354,7 @@ async def create_video(
     return JSONResponse(await _view(state, job))
 
 
-@router.get("", response_model=VideoList, responses=_ERRORS)
+@router.get("", response_model=VideoList, responses=errors(404))
 async def list_videos(
     caller: Caller,
     state: State,
@@ -377,7 +380,7 @@ async def list_videos(
     )
 
 
-@router.get("/{video_id}", response_model=VideoObject, responses=_ERRORS)
+@router.get("/{video_id}", response_model=VideoObject, responses=errors(404))
 async def retrieve_video(video_id: str, caller: Caller, state: State) -> JSONResponse:
     return JSONResponse(await _view(state, await _get(state, video_id, caller.tenant_id)))
 
@@ -386,7 +389,7 @@ async def _remove_files(state: AppState, job: JobRecord) -> None:
     await run_in_threadpool(state.store.delete_prefix, f"t/{job.tenant_id}/v/{job.id}/")
 
 
-@router.delete("/{video_id}", response_model=DeletedVideo, responses=_ERRORS)
+@router.delete("/{video_id}", response_model=DeletedVideo, responses=errors(404))
 async def delete_video(video_id: str, caller: Caller, state: State) -> JSONResponse:
     before = await _get(state, video_id, caller.tenant_id)
     try:
@@ -400,7 +403,7 @@ async def delete_video(video_id: str, caller: Caller, state: State) -> JSONRespo
     return JSONResponse({"id": job.id, "object": "video.deleted", "deleted": True})
 
 
-@router.post("/{video_id}/cancel", response_model=VideoObject, responses=_ERRORS)
+@router.post("/{video_id}/cancel", response_model=VideoObject, responses=errors(404, 409))
 async def cancel_video(video_id: str, caller: Caller, state: State) -> JSONResponse:
     try:
         job = await run_in_threadpool(state.jobs.cancel, video_id, caller.tenant_id)
@@ -414,7 +417,12 @@ async def cancel_video(video_id: str, caller: Caller, state: State) -> JSONRespo
     return JSONResponse(video_object(state, job, None))
 
 
-@router.get("/{video_id}/content", responses={**_ERRORS, 307: {"description": "Signed URL"}})
+@router.get(
+    "/{video_id}/content",
+    status_code=307,
+    response_class=RedirectResponse,
+    responses={307: _REDIRECT, **errors(404, 409, 410)},
+)
 async def video_content(
     video_id: str,
     caller: Caller,

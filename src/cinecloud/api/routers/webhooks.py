@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
@@ -10,6 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from cinecloud.api.auth import Caller
 from cinecloud.api.errors import ApiError, video_not_found
+from cinecloud.api.openapi import errors
+from cinecloud.api.schemas import Text
 from cinecloud.api.state import AppState, get_state
 from cinecloud.api.webhook_loop import check_webhook_url
 from cinecloud.jobs import NotFound
@@ -23,13 +25,75 @@ State = Annotated[AppState, Depends(get_state)]
 
 
 class EndpointCreate(BaseModel):
-    url: str = Field(max_length=2048)
+    url: Text = Field(max_length=2048)
     events: list[str] | None = Field(None, max_length=len(EVENT_TYPES))
-    description: str = Field("", max_length=200)
+    description: Text = Field("", max_length=200)
 
 
 class Replay(BaseModel):
     delivery_id: str | None = None
+
+
+class WebhookEndpoint(BaseModel):
+    id: str
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    url: str
+    events: list[str]
+    description: str
+    created_at: int
+    secret: str | None = Field(None, description="Only when the endpoint is made")
+
+
+class WebhookEndpointList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[WebhookEndpoint]
+
+
+class WebhookEndpointDeleted(BaseModel):
+    id: str
+    object: Literal["webhook_endpoint.deleted"] = "webhook_endpoint.deleted"
+    deleted: bool
+
+
+class WebhookSecret(BaseModel):
+    object: Literal["webhook_secret"] = "webhook_secret"
+    key: str
+
+
+class DeliveryAttempt(BaseModel):
+    attempt: int
+    started_at: float
+    duration_s: float
+    address: str | None
+    status_code: int | None
+    error: str | None
+
+
+class WebhookDelivery(BaseModel):
+    id: str
+    object: Literal["webhook_delivery"] = "webhook_delivery"
+    endpoint_id: str
+    url: str
+    event_id: int
+    type: str
+    status: str
+    attempts: int
+    next_attempt_at: float | None
+    created_at: float
+    delivered_at: float | None
+    last_status_code: int | None
+    last_error: str | None
+    attempt_log: list[DeliveryAttempt]
+
+
+class WebhookDeliveryList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[WebhookDelivery]
+
+
+class WebhookReplay(BaseModel):
+    object: Literal["webhook_replay"] = "webhook_replay"
+    replayed: int
 
 
 def check_events(events: list[str] | None) -> tuple[str, ...]:
@@ -106,7 +170,7 @@ def _not_found(endpoint_id: str) -> ApiError:
     )
 
 
-@router.post("/webhooks")
+@router.post("/webhooks", response_model=WebhookEndpoint, response_model_exclude_none=True)
 async def create_endpoint(body: EndpointCreate, caller: Caller, state: State) -> dict[str, Any]:
     events = check_events(body.events)
     await check_webhook_url(state, body.url, "url")
@@ -118,20 +182,25 @@ async def create_endpoint(body: EndpointCreate, caller: Caller, state: State) ->
     return _endpoint(ep, secret=True)
 
 
-@router.get("/webhooks")
+@router.get("/webhooks", response_model=WebhookEndpointList, response_model_exclude_none=True)
 async def list_endpoints(caller: Caller, state: State) -> dict[str, Any]:
     eps = await run_in_threadpool(state.webhooks.list_endpoints, caller.tenant_id)
     return {"object": "list", "data": [_endpoint(e) for e in eps]}
 
 
-@router.get("/webhooks/default/secret")
+@router.get("/webhooks/default/secret", response_model=WebhookSecret)
 async def request_secret(caller: Caller, state: State) -> dict[str, str]:
     """The secret that signs deliveries to a request's own ``webhook_url``."""
     key = await run_in_threadpool(state.webhooks.request_secret, caller.tenant_id, new_secret)
     return {"object": "webhook_secret", "key": key}
 
 
-@router.get("/webhooks/{webhook_id}")
+@router.get(
+    "/webhooks/{webhook_id}",
+    response_model=WebhookEndpoint,
+    response_model_exclude_none=True,
+    responses=errors(404),
+)
 async def get_endpoint(webhook_id: str, caller: Caller, state: State) -> dict[str, Any]:
     try:
         ep = await run_in_threadpool(state.webhooks.get_endpoint, caller.tenant_id, webhook_id)
@@ -140,7 +209,9 @@ async def get_endpoint(webhook_id: str, caller: Caller, state: State) -> dict[st
     return _endpoint(ep)
 
 
-@router.delete("/webhooks/{webhook_id}")
+@router.delete(
+    "/webhooks/{webhook_id}", response_model=WebhookEndpointDeleted, responses=errors(404)
+)
 async def delete_endpoint(webhook_id: str, caller: Caller, state: State) -> dict[str, Any]:
     try:
         await run_in_threadpool(state.webhooks.disable_endpoint, caller.tenant_id, webhook_id)
@@ -157,13 +228,17 @@ async def _job_deliveries(state: AppState, video_id: str, tenant_id: str) -> lis
     return await run_in_threadpool(state.webhooks.deliveries, video_id)
 
 
-@router.get("/videos/{video_id}/webhooks")
+@router.get(
+    "/videos/{video_id}/webhooks", response_model=WebhookDeliveryList, responses=errors(404)
+)
 async def job_deliveries(video_id: str, caller: Caller, state: State) -> dict[str, Any]:
     found = await _job_deliveries(state, video_id, caller.tenant_id)
     return {"object": "list", "data": [_delivery(d) for d in found]}
 
 
-@router.post("/videos/{video_id}/webhooks/replay")
+@router.post(
+    "/videos/{video_id}/webhooks/replay", response_model=WebhookReplay, responses=errors(404, 409)
+)
 async def replay(video_id: str, body: Replay, caller: Caller, state: State) -> dict[str, Any]:
     """Send one delivery again (``delivery_id``), or every failed one of the job."""
     found = await _job_deliveries(state, video_id, caller.tenant_id)
