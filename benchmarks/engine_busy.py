@@ -49,31 +49,11 @@ from rich.console import Console
 from rich.table import Table
 
 from cinecloud.testing.databases import temp_database
-from cinecloud.testing.service import Service, limits_env
+from cinecloud.testing.service import Service, limits_env, wait_videos
 
 ENGINE = ("text_encode", "denoise", "decode")
 PROMPT = "a red star moving to the left on a sky background"
 RESULTS = Path(__file__).resolve().parent / "results"
-POLL_S = 0.1
-
-
-def _wait(client: Any, ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
-    """Poll until every job has ended; their final objects. The poll is light (one call per
-    open job every ``POLL_S``): on a small CPU box it competes with the engine, and the
-    wall's end is read from the server's record, not from when the poll noticed."""
-    deadline = time.perf_counter() + timeout
-    done: dict[str, dict[str, Any]] = {}
-    while len(done) < len(ids):
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"{len(ids) - len(done)} jobs still running after {timeout} s")
-        for video_id in ids:
-            if video_id in done:
-                continue
-            video = client.get(f"/v1/videos/{video_id}").json()
-            if video["status"] in ("completed", "failed", "canceled"):
-                done[video_id] = video
-        time.sleep(POLL_S)
-    return done
 
 
 def _events(client: Any, video_id: str) -> list[dict[str, Any]]:
@@ -156,7 +136,14 @@ def run_mode(
     render_processes: int | None = None,
 ) -> dict[str, Any]:
     """One fresh service; warm-up, then ``jobs`` at once."""
-    settings = {**limits_env(), **env, "CINECLOUD_WORKER__OVERLAP": str(overlap).lower()}
+    # one job per engine call: this measures the overlap of jobs (batches of several are
+    # benchmarks/batch_service.py's)
+    settings = {
+        **limits_env(),
+        **env,
+        "CINECLOUD_WORKER__OVERLAP": str(overlap).lower(),
+        "CINECLOUD_WORKER__MAX_BATCH": "1",
+    }
     if render_processes is not None:
         settings["CINECLOUD_WORKER__RENDER_PROCESSES"] = str(render_processes)
     with temp_database(db, tmp) as url:
@@ -166,13 +153,13 @@ def run_mode(
                 response = client.post("/v1/videos", json={**request, "seed": 10_000})
                 if response.status_code != 200:
                     raise SystemExit(f"the server refused the job: {response.text}")
-                _wait(client, [response.json()["id"]], timeout=600)
+                wait_videos(client, [response.json()["id"]], timeout=600)
                 t0 = time.time()  # the server's clock too: both read the wall clock
                 ids = [
                     client.post("/v1/videos", json={**request, "seed": i}).json()["id"]
                     for i in range(jobs)
                 ]
-                videos = _wait(client, ids, timeout=60 * jobs)
+                videos = wait_videos(client, ids, timeout=60 * jobs)
                 failed = [v for v in videos.values() if v["status"] != "completed"]
                 if failed:
                     error = failed[0].get("error")

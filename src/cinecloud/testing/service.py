@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["NO_LIMITS", "Service", "free_port", "limits_env"]
+__all__ = ["NO_LIMITS", "Service", "free_port", "limits_env", "wait_videos"]
 
 #: Every abuse limit off (``config.LimitsConfig``), for load tests and benchmarks that
 #: send far more than one client normally would: the ``limits`` config section.
@@ -31,6 +31,29 @@ NO_LIMITS: dict[str, Any] = {
 def limits_env(limits: dict[str, Any] = NO_LIMITS) -> dict[str, str]:
     """The ``limits`` section as ``CINECLOUD_LIMITS__*`` variables (for ``Service``)."""
     return {f"CINECLOUD_LIMITS__{name.upper()}": str(value) for name, value in limits.items()}
+
+
+def wait_videos(
+    client: Any, ids: list[str], timeout: float, poll_s: float = 0.2
+) -> dict[str, dict[str, Any]]:
+    """Poll until every video in ``ids`` has ended; their final objects.
+
+    Light on the server, which a benchmark measures: one call for the oldest open job per
+    ``poll_s`` (jobs of one queue end roughly in order), and one more per job that has
+    ended. Raises :class:`TimeoutError` after ``timeout`` seconds.
+    """
+    deadline = time.perf_counter() + timeout
+    done: dict[str, dict[str, Any]] = {}
+    for video_id in ids:
+        while True:
+            video = client.get(f"/v1/videos/{video_id}").json()
+            if video["status"] in ("completed", "failed", "canceled"):
+                done[video_id] = video
+                break
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{len(ids) - len(done)} jobs still open after {timeout} s")
+            time.sleep(poll_s)
+    return done
 
 
 def free_port() -> int:
