@@ -261,6 +261,9 @@ class WorkerConfig:
     # Lease jobs ahead, so the GPU denoises the next while the previous ones render and
     # upload (docs/worker-protocol.md, "Overlap"); False runs one job at a time.
     overlap: bool = True
+    # With overlap, lease the next job once the running one's engine work ends within
+    # this many seconds (by its steps so far): earlier would keep it from idle workers.
+    lease_ahead_s: float = 2.0
     # Render processes in the engine child (MP4, HLS, images, provenance, QC), each one
     # job at a time; None: a quarter of the CPUs, 1 to 4; 0 or 1: one.
     render_processes: int | None = None
@@ -573,6 +576,7 @@ class _Worker(BaseModel):
     models: list[str] = []
     cancel_grace_s: float = Field(3.0, gt=0)
     overlap: bool = True
+    lease_ahead_s: float = Field(2.0, ge=0)
     render_processes: int | None = Field(None, ge=0, le=64)
     work_dir: Path | None = None
     runner_factory: str = ""
@@ -750,6 +754,7 @@ def load_config(config_file: Path | None = None, **overrides: dict[str, Any]) ->
             models=tuple(s.worker.models),
             cancel_grace_s=s.worker.cancel_grace_s,
             overlap=s.worker.overlap,
+            lease_ahead_s=s.worker.lease_ahead_s,
             render_processes=s.worker.render_processes,
             work_dir=s.worker.work_dir or home / "work",
             runner_factory=s.worker.runner_factory,

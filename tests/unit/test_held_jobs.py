@@ -41,22 +41,41 @@ def test_render_processes_configured(configured: int, size: int) -> None:
 
 def test_lease_limits() -> None:
     assert lease_limits(False, 4) == LeaseLimits(ahead=1, cap=1)
-    assert lease_limits(True, 1) == LeaseLimits(ahead=2, cap=4)
+    assert lease_limits(True, 1) == LeaseLimits(ahead=2, cap=4, batch=1)
     assert lease_limits(True, 4) == LeaseLimits(ahead=2, cap=10)
     assert lease_limits(True, 0) == LeaseLimits(ahead=2, cap=4)
 
 
 def test_room_keeps_the_next_job_waiting_for_the_engine() -> None:
     held = HeldJobs(LeaseLimits(ahead=2, cap=4))
-    assert held.room() == 2
+    assert held.room() == 1  # an idle worker takes one job, not two
     a, b, c = job(1), job(2), job(3)
-    assert held.admit(a, never) and held.admit(b, never)
+    assert held.admit(a, never)
+    assert held.room() == 0  # a has engine work ahead of it
+    held.mark_near_end(a)
+    assert held.room() == 1  # a ends soon: the next may wait for the engine
+    held.admit(b, never)
     assert held.room() == 0  # one on the engine, one waiting
-    held.mark_engine_done(a)  # a renders: the engine takes b, one more may come
-    assert held.room() == 1 and held.before_engine_end() == 1
+    held.mark_engine_done(a)  # a renders: the engine takes b
+    assert held.room() == 0 and held.before_engine_end() == 1  # b is not near its end
+    held.mark_near_end(b)
+    assert held.room() == 1
     held.admit(c, never)
     assert held.room() == 0
     held.mark_engine_done(b)
+    held.mark_near_end(c)
+    assert held.room() == 1
+
+
+def test_a_long_job_keeps_the_next_for_other_workers() -> None:
+    """Only a job near the end of its engine work lets the next be leased."""
+    held = HeldJobs(LeaseLimits(ahead=2, cap=4))
+    long = job(1)
+    held.admit(long, never)
+    long.started = True
+    for _ in range(3):
+        assert held.room() == 0
+    held.mark_near_end(long)
     assert held.room() == 1
 
 
@@ -65,6 +84,7 @@ def test_room_stops_at_the_cap_when_rendering_falls_behind() -> None:
     jobs = [job(n) for n in range(4)]
     for j in jobs:
         held.admit(j, never)
+        held.mark_near_end(j)
     for j in jobs[:3]:
         held.mark_engine_done(j)  # three rendering or uploading, one on the engine
     assert held.before_engine_end() == 1
@@ -139,3 +159,22 @@ def test_wait_for_room_wakes_when_a_job_leaves_the_engine() -> None:
     assert held.wait_for_room(timeout=5.0) == 1
     assert time.monotonic() - started < 2.0
     assert changes  # the engine loop is woken on every change
+
+
+@pytest.mark.parametrize(
+    ("stage", "step", "total", "elapsed", "near"),
+    [
+        ("denoise", 0, 50, 0.0, False),  # no step done: no estimate
+        ("denoise", 10, 50, 10.0, False),  # 40 s left
+        ("denoise", 48, 50, 48.0, True),  # 2 s left
+        ("denoise", 1, 24, 0.004, True),  # a short job: near its end from its first step
+        ("decode", 0, 0, 0.0, True),
+        ("text_encode", 0, 50, 0.0, False),
+    ],
+)
+def test_engine_ends_within(stage: str, step: int, total: int, elapsed: float, near: bool) -> None:
+    from cinecloud.workers.messages import Progress
+    from cinecloud.workers.parent import _engine_ends_within
+
+    msg = Progress("video_1", stage, step, total, elapsed_s=elapsed)
+    assert _engine_ends_within(msg, 2.0) is near

@@ -230,25 +230,30 @@ def test_malformed_run_batch_is_refused(bad: dict[str, Any]) -> None:
 
 def test_lease_limits_hold_two_batches_short_of_the_engine() -> None:
     assert lease_limits(True, 4) == LeaseLimits(ahead=2, cap=10)  # no batching
-    assert lease_limits(True, 4, batch=8) == LeaseLimits(ahead=16, cap=24)
-    assert lease_limits(False, 4, batch=8) == LeaseLimits(ahead=8, cap=8)
+    assert lease_limits(True, 4, batch=8) == LeaseLimits(ahead=16, cap=24, batch=8)
+    assert lease_limits(False, 4, batch=8) == LeaseLimits(ahead=8, cap=8, batch=8)
     assert lease_limits(False, 4, batch=0) == LeaseLimits(ahead=1, cap=1)
 
 
 def test_room_waits_for_a_whole_batch(tmp_path: Path) -> None:
-    held = HeldJobs(LeaseLimits(ahead=4, cap=6))
+    held = HeldJobs(LeaseLimits(ahead=4, cap=6, batch=2))
+    assert held.room() == 2  # an idle worker takes one batch
     first = [HeldJob(job(n), tmp_path / str(n)) for n in (1, 2, 3)]
     assert held.admit_all(first, lambda: False)
+    assert held.room() == 0  # their engine work is not near its end
+    for h in first:
+        held.mark_near_end(h)
     assert len(held) == 3 and held.room() == 1
     assert held.wait_for_room(0.01, at_least=2) == 0  # one is not a batch of two
     assert held.wait_for_room(0.01) == 1
     for h in first:
         held.mark_engine_done(h)
-    assert held.wait_for_room(0.01, at_least=2) == 3  # cap 6 - 3 held
-    # more than the limits ever allow waits for the most they allow (ahead: 4)
-    assert held.wait_for_room(0.01, at_least=99) == 0
-    held.remove(first[0])
-    assert held.wait_for_room(0.01, at_least=99) == 4
+    assert held.wait_for_room(0.01, at_least=2) == 2  # the next batch
+    # more than a batch waits for a batch
+    assert held.wait_for_room(0.01, at_least=99) == 2
+    for h in first:
+        held.remove(h)
+    assert held.room() == 2
 
 
 def test_a_closed_worker_admits_no_batch(tmp_path: Path) -> None:

@@ -12,6 +12,13 @@ job waiting in the child when it frees up: it keeps up to :attr:`LeaseLimits.ahe
 short of ``engine_done`` (the one on the engine and the next), and no more than
 :attr:`LeaseLimits.cap` held in all, so rendering and uploading that fall behind the
 engine stop the leasing rather than pile up leases.
+
+It leases the next job only once every job short of the end of its engine work is
+``near_end``: its remaining engine time, estimated from its steps so far, is within
+``worker.lease_ahead_s``. A worker that took the next job while a long one had a minute
+left would keep it from an idle worker elsewhere; leased a moment before the engine
+frees up, it waits no longer than the lease round trip would have cost. Short jobs are
+near their end from their first step, so they always have the next one waiting.
 """
 
 from __future__ import annotations
@@ -31,10 +38,12 @@ __all__ = ["HeldJob", "HeldJobs", "LeaseLimits", "lease_limits"]
 @dataclass(frozen=True)
 class LeaseLimits:
     """``ahead``: jobs held short of the end of their engine work (running or waiting);
-    ``cap``: jobs held in all (rendering and uploading included)."""
+    ``cap``: jobs held in all (rendering and uploading included); ``batch``: jobs one
+    engine call takes (what a worker with nothing near its end may lease)."""
 
     ahead: int
     cap: int
+    batch: int = 1
 
 
 def lease_limits(overlap: bool, render_processes: int, batch: int = 1) -> LeaseLimits:
@@ -43,8 +52,8 @@ def lease_limits(overlap: bool, render_processes: int, batch: int = 1) -> LeaseL
     per render process and as many again waiting to render or uploading, beyond those."""
     batch = max(1, batch)
     if not overlap:
-        return LeaseLimits(ahead=batch, cap=batch)
-    return LeaseLimits(ahead=2 * batch, cap=2 * max(1, render_processes) + 2 * batch)
+        return LeaseLimits(ahead=batch, cap=batch, batch=batch)
+    return LeaseLimits(ahead=2 * batch, cap=2 * max(1, render_processes) + 2 * batch, batch=batch)
 
 
 @dataclass
@@ -59,6 +68,7 @@ class HeldJob:
     throttle: EventThrottle = field(default_factory=EventThrottle)
     sent: bool = False  # handed to the engine child
     started: bool = False  # the child reported a step of it
+    near_end: bool = False  # its engine work is nearly done: time to lease the next
     engine_done: bool = False  # the engine is through with it
     ended: bool = False  # the child answered or is gone; the parent finishes it
     stop_deadline: float | None = None  # a Cancel went to the child: answer by then
@@ -125,13 +135,23 @@ class HeldJobs:
             return self._room()
 
     def _room(self) -> int:
-        ahead = self.limits.ahead - self._short_of_engine_end()
-        return max(0, min(ahead, self.limits.cap - len(self._jobs)))
+        short = [h for h in self._jobs.values() if not h.engine_done and not h.ended]
+        ahead = self.limits.ahead
+        if not short or not all(h.near_end for h in short):
+            ahead = self.limits.batch  # what runs now; the next waits for its end
+        return max(0, min(ahead - len(short), self.limits.cap - len(self._jobs)))
+
+    def mark_near_end(self, held: HeldJob) -> None:
+        """``held``'s engine work ends within ``worker.lease_ahead_s``: the next may come."""
+        with self._cond:
+            if not held.near_end:
+                held.near_end = True
+                self._changed()
 
     def wait_for_room(self, timeout: float, at_least: int = 1) -> int:
         """:meth:`room` once it is ``at_least`` (a whole batch), or 0 after ``timeout``
         seconds."""
-        want = max(1, min(at_least, self.limits.ahead, self.limits.cap))
+        want = max(1, min(at_least, self.limits.batch, self.limits.cap))
         with self._cond:
             if not self._cond.wait_for(lambda: self._room() >= want, timeout):
                 return 0

@@ -139,6 +139,17 @@ _STOP_CODES = (FailureCode.CANCELED, FailureCode.PREEMPTED)
 # ---------------------------------------------------------------- the worker
 
 
+def _engine_ends_within(msg: Progress, seconds: float) -> bool:
+    """Whether the job's engine work ends within ``seconds``, by its steps so far (the
+    decode after the last step is not counted: it is short beside a denoise)."""
+    if msg.stage == "decode":
+        return True
+    if msg.stage != "denoise" or msg.step < 1 or msg.total_steps < 1:
+        return False
+    left = msg.elapsed_s / msg.step * max(0, msg.total_steps - msg.step)
+    return left <= seconds
+
+
 class _Wakeup:
     """Wakes the engine loop's wait on the child's pipe when the lease thread holds a new
     job. A socket pair, because ``multiprocessing.connection.wait`` waits on file
@@ -543,6 +554,8 @@ class Worker:
                 log.info("job %s started on the engine", job_id)
             if msg.stage == "render":  # the engine is free: room to lease one more
                 self._held.mark_engine_done(held)
+            elif _engine_ends_within(msg, self._cfg.worker.lease_ahead_s):
+                self._held.mark_near_end(held)
             if held.stop_deadline is None:
                 self._forward(held, msg)
         elif isinstance(msg, Done | Failed):
