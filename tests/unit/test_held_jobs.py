@@ -178,3 +178,12 @@ def test_engine_ends_within(stage: str, step: int, total: int, elapsed: float, n
 
     msg = Progress("video_1", stage, step, total, elapsed_s=elapsed)
     assert _engine_ends_within(msg, 2.0) is near
+
+
+@pytest.mark.parametrize(
+    ("pool", "cpus", "threads"), [(1, 16, 16), (4, 16, 4), (4, 2, 1), (3, 8, 2)]
+)
+def test_render_processes_share_the_cpus(pool: int, cpus: int, threads: int) -> None:
+    from cinecloud.workers.renderer import render_threads
+
+    assert render_threads(pool, cpus) == threads

@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -28,15 +29,36 @@ __all__ = [
     "RenderedFile",
     "VideoProbe",
     "encode_mp4",
+    "encoder_options",
     "even_size",
     "mp4_box_order",
     "probe_video",
     "render_outputs",
+    "set_encoder_threads",
     "thumbnail_size",
     "to_yuv420p",
     "write_poster",
     "write_thumbnail",
 ]
+
+#: Threads each H.264 encoder may use; 0: x264's own choice (about 1.5 per CPU). A worker
+#: rendering several jobs side by side shares the CPUs among its render processes, or
+#: each encoder would start threads for every CPU and they would crowd one another.
+_ENCODER_THREADS = 0
+
+
+def set_encoder_threads(threads: int) -> None:
+    """Cap every H.264 encoder this process starts at ``threads`` (0: no cap)."""
+    global _ENCODER_THREADS
+    _ENCODER_THREADS = max(0, threads)
+
+
+def encoder_options(**options: str) -> dict[str, Any]:
+    """``options`` for a libx264 stream, with this process's thread cap."""
+    if _ENCODER_THREADS:
+        options["threads"] = str(_ENCODER_THREADS)
+    return options
+
 
 # ITU-T H.273 code points for BT.709 primaries, transfer and matrix; range 1 = limited (tv).
 _BT709 = 1
@@ -161,7 +183,7 @@ def encode_mp4(
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.time_base = time_base
-        stream.options = {"crf": str(crf), "preset": preset}
+        stream.options = encoder_options(crf=str(crf), preset=preset)
         ctx = stream.codec_context
         ctx.colorspace = ctx.color_primaries = ctx.color_trc = _BT709
         ctx.color_range = _LIMITED_RANGE

@@ -35,6 +35,7 @@ from cinecloud.render.encode import (
     _check_int,
     _check_size,
     _source_size,
+    encoder_options,
     even_size,
     to_yuv420p,
 )
@@ -116,11 +117,11 @@ def _encode(frames: np.ndarray, directory: Path, fps: int, rendition: Rendition)
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height = rendition.width, rendition.height
         stream.pix_fmt, stream.time_base = "yuv420p", time_base
-        stream.options = {
-            "crf": str(_CRF),
-            "preset": "veryfast",
-            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0",
-        }
+        stream.options = encoder_options(
+            crf=str(_CRF),
+            preset="veryfast",
+            **{"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0"},
+        )
         for index in range(frames.shape[0]):
             yuv = to_yuv420p(reformatter, frames[index], (rendition.width, rendition.height))
             yuv.pts, yuv.time_base = index, time_base

@@ -26,7 +26,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -56,6 +56,7 @@ __all__ = [
     "render_job",
     "render_main",
     "render_pool_size",
+    "render_threads",
     "save_frames",
 ]
 
@@ -112,10 +113,19 @@ def render_main(
     settings: dict[str, Any],
     nice: int = RENDER_NICE,
     log_level: int = logging.INFO,
+    threads: int = 0,
 ) -> None:
     """Target of the spawned render process; ``settings`` is a :class:`TrustSettings` as
-    a plain dict."""
+    a plain dict; ``threads`` caps the encoders' and OpenCV's threads (0: no cap)."""
+    from cinecloud.render.encode import set_encoder_threads
     from cinecloud.render.trusted import TrustSettings
+
+    if threads:
+        set_encoder_threads(threads)
+        with contextlib.suppress(ImportError):
+            import cv2
+
+            cv2.setNumThreads(threads)
 
     logging.basicConfig(level=log_level, format="%(asctime)s render %(levelname)s %(message)s")
     trust = TrustSettings.from_dict(settings)
@@ -143,6 +153,33 @@ class _Link:
     proc: BaseProcess
     conn: Connection
     held: list[str] = field(default_factory=list)
+
+
+def render_threads(pool_size: int, cpus: int | None = None) -> int:
+    """Threads each of ``pool_size`` render processes may use: the CPUs shared among
+    them, at least one."""
+    count = os.cpu_count() if cpus is None else cpus
+    return max(1, (count or 1) // max(1, pool_size))
+
+
+# Read by numpy's BLAS and OpenMP as a spawned render process imports them.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _thread_environment(threads: int) -> Iterator[None]:
+    """The thread caps in the environment a process spawned within inherits; this
+    process's own environment is as it was afterwards."""
+    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    os.environ.update({name: str(threads) for name in _THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def default_render_processes(cpus: int | None = None) -> int:
@@ -175,6 +212,7 @@ class RenderPool:
         self._nice = nice
         self._settings = settings
         self._size = max(1, size)
+        self._threads = render_threads(self._size)
         self._lock = threading.Lock()
         self._links: list[_Link | None] = [None] * self._size
         self._turn = 0
@@ -201,11 +239,12 @@ class RenderPool:
         level = logging.getLogger().getEffectiveLevel()
         proc = ctx.Process(
             target=render_main,
-            args=(theirs, self._settings, self._nice, level),
+            args=(theirs, self._settings, self._nice, level, self._threads),
             name="cinecloud-render",
         )
         proc.daemon = True  # ends with the engine child
-        proc.start()
+        with _thread_environment(self._threads):
+            proc.start()
         theirs.close()  # so the reader sees EOF when the render process dies
         link = _Link(proc, conn)
         reader = threading.Thread(
