@@ -48,7 +48,7 @@ from cinecloud.testing.fleet import (
 from cinecloud.testing.outage import TcpGate
 from cinecloud.testing.postgres import PrivatePostgres, pg_binaries
 from cinecloud.testing.s3 import make_bucket, s3_env, s3_test_config
-from cinecloud.testing.service import Service, limits_env
+from cinecloud.testing.service import Service, limits_env, quick_queue_env
 
 pytestmark = pytest.mark.integration
 
@@ -60,10 +60,7 @@ EVERY = 2  # worker.checkpoint_every
 SERVER_ENV = {
     # a full queue is submitted at once: the create rate limit would refuse part of it
     **limits_env(),
-    "CINECLOUD_QUEUE__LEASE_TTL_S": "3",
-    "CINECLOUD_QUEUE__SWEEP_INTERVAL_S": "0.5",
-    "CINECLOUD_QUEUE__HEARTBEAT_INTERVAL_S": "1",
-    "CINECLOUD_QUEUE__LEASE_LONG_POLL_S": "1",
+    **quick_queue_env(lease_ttl_s=3),
     # the worker-kill test kills one job several times; none may run out of attempts
     "CINECLOUD_QUEUE__MAX_ATTEMPTS": "25",
 }

@@ -20,28 +20,20 @@ import numpy as np
 import pytest
 
 from cinecloud.testing.fleet import Workers, job_events, wait_for_video, wait_until
-from cinecloud.testing.service import Service
+from cinecloud.testing.service import Service, quick_queue_env, running
 
 pytestmark = pytest.mark.integration
 
 FAST = "cinecloud.testing.fake_runner:fake_runner_factory"  # 20 ms a step
 SLOW = "cinecloud.testing.fake_runner:slow_fake_runner_factory"  # 0.5 s a step
 PROMPT = "a small red circle moves left on a blue background"
-SERVER_ENV = {
-    "CINECLOUD_QUEUE__LEASE_TTL_S": "5",
-    "CINECLOUD_QUEUE__SWEEP_INTERVAL_S": "0.5",
-    "CINECLOUD_QUEUE__HEARTBEAT_INTERVAL_S": "1",
-    "CINECLOUD_QUEUE__LEASE_LONG_POLL_S": "1",
-}
+SERVER_ENV = quick_queue_env(lease_ttl_s=5)
 
 
 @pytest.fixture
 def service(tmp_path: Path, pg_url: str) -> Iterator[Service]:
-    svc = Service(tmp_path / "home", pg_url, workers=0, env=SERVER_ENV).start()
-    try:
+    with running(tmp_path / "home", pg_url, workers=0, env=SERVER_ENV) as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 def fleet(service: Service, root: Path, runner: str, render_processes: int) -> Workers:

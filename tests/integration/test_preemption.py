@@ -26,7 +26,7 @@ import pytest
 from cinecloud.jobs import JobStore, make_engine
 from cinecloud.jobs.checkpoints import CheckpointLedger
 from cinecloud.testing.fleet import Workers, first_step_after, job_events, wait_for_video
-from cinecloud.testing.service import Service
+from cinecloud.testing.service import Service, quick_queue_env, running
 
 pytestmark = pytest.mark.integration
 
@@ -36,21 +36,13 @@ REQUEST = {
     "seed": 5,
     "steps": 12,
 }
-SERVER_ENV = {
-    "CINECLOUD_QUEUE__LEASE_TTL_S": "3",
-    "CINECLOUD_QUEUE__SWEEP_INTERVAL_S": "0.5",
-    "CINECLOUD_QUEUE__HEARTBEAT_INTERVAL_S": "1",
-    "CINECLOUD_QUEUE__LEASE_LONG_POLL_S": "1",
-}
+SERVER_ENV = quick_queue_env(lease_ttl_s=3)
 
 
 @pytest.fixture
 def service(tmp_path: Path, pg_url: str) -> Iterator[Service]:
-    svc = Service(tmp_path / "home", pg_url, workers=0, env=SERVER_ENV).start()
-    try:
+    with running(tmp_path / "home", pg_url, workers=0, env=SERVER_ENV) as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from cinecloud.engine.registry import GenerationParams, ModelSpec
 from cinecloud.engine.runner import RunResult, StepInfo
 from cinecloud.testing.fake_runner import FakeRunner
 from cinecloud.testing.fleet import Workers, job_events, wait_for_video, wait_until
-from cinecloud.testing.service import Service, limits_env
+from cinecloud.testing.service import Service, limits_env, quick_queue_env, running
 
 pytestmark = pytest.mark.integration
 
@@ -33,11 +33,7 @@ HERE = Path(__file__).resolve().parent
 SLOW = "cinecloud.testing.fake_runner:slow_fake_runner_factory"  # 0.5 s a step
 BATCH_FAILS = f"{Path(__file__).stem}:batch_fails_runner_factory"
 STEPS = 8
-SERVER_ENV = {
-    **limits_env(),
-    "CINECLOUD_QUEUE__HEARTBEAT_INTERVAL_S": "1",
-    "CINECLOUD_QUEUE__LEASE_LONG_POLL_S": "1",
-}
+SERVER_ENV = {**limits_env(), **quick_queue_env()}
 END = ("completed", "failed", "canceled")
 
 
@@ -60,11 +56,8 @@ def batch_fails_runner_factory(spec: ModelSpec, cfg: Config) -> FakeRunner:
 
 @pytest.fixture
 def service(tmp_path: Path, pg_url: str) -> Iterator[Service]:
-    svc = Service(tmp_path / "home", pg_url, workers=0, env=SERVER_ENV).start()
-    try:
+    with running(tmp_path / "home", pg_url, workers=0, env=SERVER_ENV) as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 @pytest.fixture

@@ -9,13 +9,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-__all__ = ["NO_LIMITS", "Service", "free_port", "limits_env", "wait_videos"]
+__all__ = [
+    "NO_LIMITS",
+    "Service",
+    "free_port",
+    "limits_env",
+    "quick_queue_env",
+    "running",
+    "wait_videos",
+]
 
 #: Every abuse limit off (``config.LimitsConfig``), for load tests and benchmarks that
 #: send far more than one client normally would: the ``limits`` config section.
@@ -31,6 +39,29 @@ NO_LIMITS: dict[str, Any] = {
 def limits_env(limits: dict[str, Any] = NO_LIMITS) -> dict[str, str]:
     """The ``limits`` section as ``CINECLOUD_LIMITS__*`` variables (for ``Service``)."""
     return {f"CINECLOUD_LIMITS__{name.upper()}": str(value) for name, value in limits.items()}
+
+
+def quick_queue_env(lease_ttl_s: float | None = None) -> dict[str, str]:
+    """Queue timings for tests that watch leases come and go: heartbeats every second,
+    1-s long polls and, with ``lease_ttl_s``, short leases swept every half second."""
+    env = {
+        "CINECLOUD_QUEUE__HEARTBEAT_INTERVAL_S": "1",
+        "CINECLOUD_QUEUE__LEASE_LONG_POLL_S": "1",
+    }
+    if lease_ttl_s is not None:
+        env["CINECLOUD_QUEUE__LEASE_TTL_S"] = f"{lease_ttl_s:g}"
+        env["CINECLOUD_QUEUE__SWEEP_INTERVAL_S"] = "0.5"
+    return env
+
+
+@contextlib.contextmanager
+def running(home: Path, db_url: str, **kw: Any) -> Iterator[Service]:
+    """A started :class:`Service` (``kw`` as its constructor takes them), stopped after."""
+    svc = Service(home, db_url, **kw).start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
 
 
 def wait_videos(
