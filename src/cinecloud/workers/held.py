@@ -17,8 +17,9 @@ It leases the next job only once every job short of the end of its engine work i
 ``near_end``: its remaining engine time, estimated from its steps so far, is within
 ``worker.lease_ahead_s``. A worker that took the next job while a long one had a minute
 left would keep it from an idle worker elsewhere; leased a moment before the engine
-frees up, it waits no longer than the lease round trip would have cost. Short jobs are
-near their end from their first step, so they always have the next one waiting.
+frees up, it waits no longer than the lease round trip would have cost. A job whose
+model's last engine call took at most that long is near its end as it is handed to the
+engine, so short jobs always have the next one waiting.
 """
 
 from __future__ import annotations

@@ -59,6 +59,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import os
 import shutil
 import signal
@@ -215,6 +216,9 @@ class Worker:
         self._lease_round = 0
         self.limits = lease_limits(cfg.worker.overlap, render)
         self._held = HeldJobs(self.limits, on_change=self._wake.set)
+        self._lease_ahead_s = cfg.worker.lease_ahead_s
+        # each model's last engine call (seconds): a model this quick leases ahead at once
+        self._last_engine_s: dict[str, float] = {}
         most = lease_limits(cfg.worker.overlap, render, cfg.worker.max_batch or AUTO_MAX_BATCH_GPU)
         self._closed = threading.Event()  # no more leases: stopping, or the engine is gone
         self._preempt_deadline: float | None = None
@@ -484,6 +488,9 @@ class Worker:
                 self._child.send(RunBatch(tuple(h.job for h in group)))
             for h in group:
                 h.sent = True
+                if self._last_engine_s.get(h.job.model, math.inf) <= self._lease_ahead_s:
+                    # its model's last call was this short: the next may come at once
+                    self._held.mark_near_end(h)
                 log.info("job %s (attempt %d) sent to the engine", h.job_id, h.job.attempt)
             if len(group) > 1:
                 log.info("batch of %d sent: %s", len(group), ", ".join(h.job_id for h in group))
@@ -554,11 +561,13 @@ class Worker:
                 log.info("job %s started on the engine", job_id)
             if msg.stage == "render":  # the engine is free: room to lease one more
                 self._held.mark_engine_done(held)
-            elif _engine_ends_within(msg, self._cfg.worker.lease_ahead_s):
+            elif _engine_ends_within(msg, self._lease_ahead_s):
                 self._held.mark_near_end(held)
             if held.stop_deadline is None:
                 self._forward(held, msg)
         elif isinstance(msg, Done | Failed):
+            if isinstance(msg, Done):
+                self._last_engine_s[held.job.model] = msg.engine_s
             self._end(held, msg)
             if isinstance(msg, Failed) and msg.engine_exits:
                 # A parallel engine that lost a rank reports it, then is replaced.
