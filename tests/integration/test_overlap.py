@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,14 @@ def service(tmp_path: Path, pg_url: str) -> Iterator[Service]:
         yield svc
 
 
-def fleet(service: Service, root: Path, runner: str, render_processes: int) -> Workers:
+def fleet(
+    service: Service, root: Path, runner: str, render_processes: int, **worker: Any
+) -> Workers:
     return Workers(
         service.url,
         service.home,
         root,
-        worker={"runner_factory": runner, "render_processes": render_processes},
+        worker={"runner_factory": runner, "render_processes": render_processes, **worker},
     )
 
 
@@ -108,7 +111,11 @@ def test_sigterm_gives_every_held_job_back(service: Service, tmp_path: Path) -> 
     """A stopped worker holding several jobs (on the engine, waiting in the child,
     rendering) gives all of them back at once, no attempt counted; another worker
     completes them."""
-    with fleet(service, tmp_path / "work", SLOW, 1) as workers, service.client() as c:
+    # leasing ahead at once (as for short jobs), so that it holds several
+    with (
+        fleet(service, tmp_path / "work", SLOW, 1, lease_ahead_s=60) as workers,
+        service.client() as c,
+    ):
         first = workers.launchers[workers.start()]
         ids = [submit(c, steps=3, seed=seed) for seed in range(6)]
 
@@ -147,3 +154,19 @@ def test_cancel_of_a_job_waiting_in_the_child(service: Service, tmp_path: Path) 
         assert progress == []  # it never reached the engine
         after = submit(c, steps=2, seed=3)  # the worker carries on
         assert ended(c, after)["status"] == "completed"
+
+
+def test_a_long_job_leaves_the_next_to_other_workers(service: Service, tmp_path: Path) -> None:
+    """With a long job on its engine a worker does not take the next job until that job
+    is within ``worker.lease_ahead_s`` of its end, so an idle worker could have it."""
+    with fleet(service, tmp_path / "work", SLOW, 1) as workers, service.client() as c:
+        workers.start()
+        running = submit(c, steps=20, seed=1)  # 10 s on the engine
+        wait_for_video(c, running, lambda v: (v["step"] or 0) >= 1, timeout=60)
+        waiting = submit(c, steps=2, seed=2)
+        time.sleep(1.5)  # 5 s or more of the long job left: above lease_ahead_s (2 s)
+        assert c.get(f"/v1/videos/{waiting}").json()["status"] == "queued"
+        # leased once the long job nears its end, before it completes
+        wait_for_video(c, waiting, lambda v: v["status"] == "in_progress", timeout=30)
+        assert c.get(f"/v1/videos/{running}").json()["status"] == "in_progress"
+        assert ended(c, waiting)["status"] == "completed"
