@@ -147,6 +147,27 @@ def test_a_failing_launcher_is_logged_and_the_loop_goes_on(
     assert "could not scale pool" in caplog.text
 
 
+def test_a_decision_is_published_before_the_launcher_acts(
+    scaled: tuple[AppState, Autoscaler, FakeClock, FakeLauncher],
+) -> None:
+    # Stopping a local worker waits for it to exit: whoever sees it gone must already see
+    # the decision that stopped it (the admin view read during the scale).
+    state, scaler, clock, launcher = scaled
+    seen: list[tuple[int, int]] = []
+    scale = launcher.scale
+
+    def watched(pool: str, desired: Desired) -> None:
+        [latest] = scaler.current()
+        seen.append((desired.total, latest.desired))
+        scale(pool, desired)
+
+    launcher.scale = watched  # type: ignore[method-assign]
+    submit(state, 2)
+    clock.advance(5)
+    autoscale_once(scaler, clock())
+    assert seen == [(2, 2)]
+
+
 def test_admin_view_lists_decisions_for_admins_only(
     scaled: tuple[AppState, Autoscaler, FakeClock, FakeLauncher],
 ) -> None:

@@ -278,16 +278,18 @@ def autoscale_once(scaler: Autoscaler, now: float) -> dict[str, Decision]:
         )
     ctx = AutoscaleContext(now, observed, memory=scaler.memory, default=scaler.policy)
     decisions = autoscale(ctx)
+    # Published before the launcher acts: stopping a worker waits for it to exit, and a
+    # reader that sees the worker gone must already see the decision that stopped it.
+    scaler.last_at = now
+    scaler.record(decisions)
     for pool, d in decisions.items():
+        scaler.memory[pool] = d.memory
+        if d.changed:
+            log.info("autoscaler %s: %s", pool, d.reason)
         try:
             scaler.launcher.scale(pool, Desired(d.on_demand, d.spot))
         except Exception:  # one pool's launcher failure must not stop the others
             log.exception("could not scale pool %s to %d", pool, d.desired)
-        scaler.memory[pool] = d.memory
-        if d.changed:
-            log.info("autoscaler %s: %s", pool, d.reason)
-    scaler.last_at = now
-    scaler.record(decisions)
     return decisions
 
 
