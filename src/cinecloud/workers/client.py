@@ -8,10 +8,12 @@ control plane may restart under a running worker. A 409 ``lease_lost`` raises
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ __all__ = [
     "Artifact",
     "ControlPlaneClient",
     "ControlPlaneError",
+    "Delivered",
+    "Delivery",
     "HeartbeatReply",
     "HeldLease",
     "LeaseLost",
@@ -31,6 +35,7 @@ __all__ = [
     "RetryPolicy",
     "Unreachable",
     "UploadTarget",
+    "outcome",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,6 +77,9 @@ class Registration:
     worker_id: str
     heartbeat_interval_s: float
     lease_ttl_s: float
+    # "deliveries": finished jobs' files go to the control plane in one request per job
+    # or batch (:meth:`ControlPlaneClient.deliver`); otherwise one upload per file
+    uploads: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,50 @@ class UploadTarget:
     # JSON record; the worker reports the size and sha256 it hashed itself, and the
     # control plane checks them against the stored object at ``complete``.
     direct: bool = False
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One finished job for :meth:`ControlPlaneClient.deliver`: its files (name, path,
+    content type) and its :func:`outcome`."""
+
+    job_id: str
+    lease_id: str
+    files: Sequence[tuple[str, Path, str]]
+    outcome: dict[str, Any]
+    ready_at: float = 0.0  # when it was ready to go (the sender's clock), for its timing
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """The control plane's answer for one job of a delivery: its status, or the error
+    that kept it from completing (``code`` "lease_lost": dropped)."""
+
+    status: str = ""
+    code: str = ""
+    message: str = ""
+
+
+def outcome(
+    *,
+    timings: dict[str, float],
+    gpu_seconds: float,
+    seed: int,
+    engine: dict[str, str],
+    bill: dict[str, Any] | None = None,
+    qc: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What a finished job reports besides its files. ``bill`` says where it ran
+    (``gpu_type``, ``gpu_count``, ``spot``) for its cost; the control plane otherwise
+    uses the registration's."""
+    return {
+        "timings": timings,
+        "gpu_seconds": gpu_seconds,
+        "seed": seed,
+        "engine": engine,
+        **(bill or {}),
+        "qc": qc or {},
+    }
 
 
 @dataclass(frozen=True)
@@ -154,6 +206,7 @@ class ControlPlaneClient:
             worker_id=str(data["worker_id"]),
             heartbeat_interval_s=float(data.get("heartbeat_interval_s", 2.0)),
             lease_ttl_s=float(data.get("lease_ttl_s", 30.0)),
+            uploads=str(data.get("uploads", "")),
         )
 
     def heartbeat(
@@ -205,6 +258,15 @@ class ControlPlaneClient:
         body = {"lease_id": lease_id, "events": events}
         data = self._post(f"internal/v1/jobs/{job_id}/events", body, retry=EVENTS_RETRY)
         return bool(data.get("cancel", False))
+
+    def many_events(self, items: Sequence[tuple[str, str, list[dict[str, Any]]]]) -> set[str]:
+        """Send several jobs' progress events (job id, lease id, events) in one request;
+        the ids of those whose lease is lost."""
+        body = {
+            "jobs": [{"job_id": j, "lease_id": lease, "events": evs} for j, lease, evs in items]
+        }
+        data = self._post("internal/v1/events", body, retry=EVENTS_RETRY)
+        return {str(j) for j in data.get("lost", ())}
 
     def uploads(self, job_id: str, lease_id: str, names: list[str]) -> dict[str, UploadTarget]:
         body = {"lease_id": lease_id, "names": names}
@@ -278,20 +340,9 @@ class ControlPlaneClient:
         return Artifact(name, target.key, digest.hexdigest(), size, content_type)
 
     def complete(
-        self,
-        job_id: str,
-        lease_id: str,
-        *,
-        artifacts: list[Artifact],
-        timings: dict[str, float],
-        gpu_seconds: float,
-        seed: int,
-        engine: dict[str, str],
-        bill: dict[str, Any] | None = None,
-        qc: dict[str, Any] | None = None,
+        self, job_id: str, lease_id: str, *, artifacts: list[Artifact], outcome: dict[str, Any]
     ) -> str:
-        """Report the job done. ``bill`` says where it ran (``gpu_type``, ``gpu_count``,
-        ``spot``) for its cost; the control plane otherwise uses the registration's."""
+        """Report the job done with its uploaded files and its :func:`outcome`."""
         body = {
             "lease_id": lease_id,
             "artifacts": [
@@ -304,14 +355,47 @@ class ControlPlaneClient:
                 }
                 for a in artifacts
             ],
-            "timings": timings,
-            "gpu_seconds": gpu_seconds,
-            "seed": seed,
-            "engine": engine,
-            **(bill or {}),
-            "qc": qc or {},
+            **outcome,
         }
         return str(self._post(f"internal/v1/jobs/{job_id}/complete", body).get("status", ""))
+
+    def deliver(self, items: Sequence[Delivery]) -> dict[str, Delivered]:
+        """Send finished jobs' files and outcomes in one request (``deliveries``: a
+        registration that says so); each job's answer by id. Retried whole, like every
+        call: a job already completed by an earlier try answers "completed"."""
+        manifest = {
+            "jobs": [
+                {
+                    "job_id": d.job_id,
+                    "lease_id": d.lease_id,
+                    "files": [
+                        {"name": name, "part": f"f{i}.{n}", "content_type": ctype}
+                        for n, (name, _, ctype) in enumerate(d.files)
+                    ],
+                    **d.outcome,
+                }
+                for i, d in enumerate(items)
+            ]
+        }
+
+        def send() -> httpx.Response:
+            with contextlib.ExitStack() as stack:
+                files = [
+                    (
+                        f"f{i}.{n}",
+                        (Path(path).name, stack.enter_context(Path(path).open("rb")), ctype),
+                    )
+                    for i, d in enumerate(items)
+                    for n, (_, path, ctype) in enumerate(d.files)
+                ]
+                data = {"manifest": json.dumps(manifest)}
+                return self._http.post("internal/v1/deliveries", data=data, files=files)
+
+        answers = self._with_retry("POST /internal/v1/deliveries", send, self._retry)
+        jobs = answers.get("jobs")
+        if not isinstance(jobs, dict) or any(d.job_id not in jobs for d in items):
+            raise ControlPlaneError(200, "bad_response", "a delivery answer misses jobs")
+        return {d.job_id: _delivered(jobs[d.job_id]) for d in items}
 
     def fail(self, job_id: str, lease_id: str, code: str, message: str, retryable: bool) -> str:
         body = {"lease_id": lease_id, "code": code, "message": message, "retryable": retryable}
@@ -397,6 +481,15 @@ def _error_of(data: Any, resp: httpx.Response) -> tuple[str, str]:
         return str(err.get("code") or "error"), str(err.get("message") or "")
     detail = data.get("detail") if isinstance(data, dict) else None
     return "http_error", str(detail if detail is not None else resp.text[:200])
+
+
+def _delivered(answer: Any) -> Delivered:
+    if not isinstance(answer, dict):
+        return Delivered(code="bad_response", message=repr(answer)[:200])
+    err = answer.get("error")
+    if isinstance(err, dict):
+        return Delivered(code=str(err.get("code") or "error"), message=str(err.get("message")))
+    return Delivered(status=str(answer.get("status", "")))
 
 
 def _run_job(item: dict[str, Any]) -> RunJob:

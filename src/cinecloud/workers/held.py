@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cinecloud.workers.client import HeldLease
+from cinecloud.workers.delivery import DeliveryGroup
 from cinecloud.workers.messages import RunJob
 from cinecloud.workers.progress import EventThrottle
 
@@ -76,6 +77,7 @@ class HeldJob:
     model_load: float = 0.0  # the model load it waited for (seconds), if any
     load_span: tuple[float, float] | None = None
     lease_round: int = 0  # which lease brought it: only jobs leased together batch
+    delivery: DeliveryGroup | None = None  # the batch it is delivered with, if any
 
     @property
     def job_id(self) -> str:

@@ -66,7 +66,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -82,10 +82,18 @@ from cinecloud.workers.child import job_dir
 from cinecloud.workers.client import (
     ControlPlaneClient,
     ControlPlaneError,
+    Delivered,
+    Delivery,
     LeaseLost,
     Unreachable,
+    outcome,
 )
-from cinecloud.workers.delivery import UPLOAD_THREADS, upload_files
+from cinecloud.workers.delivery import (
+    BATCH_DELIVERY_WAIT_S,
+    UPLOAD_THREADS,
+    DeliveryGroup,
+    upload_files,
+)
 from cinecloud.workers.handle import ChildExited, ChildProcess
 from cinecloud.workers.held import HeldJob, HeldJobs, lease_limits
 from cinecloud.workers.messages import (
@@ -129,6 +137,8 @@ BUSY_POLL_S = 0.3
 _CHILD_POLL_S = 0.05
 _RETRY_PAUSE_S = 1.0
 _EVENTS_PAUSE_S = 5.0
+#: Messages from the child handled in one round before its events go out.
+_MESSAGES_PER_ROUND = 64
 _ROOM_POLL_S = 0.5
 _STOPPING = "worker stopping"
 # Why a job the engine child held is given back when the child is replaced for another
@@ -205,7 +215,10 @@ class Worker:
         self._load_span: tuple[float, float] | None = None
         self._gpus = gpus  # NVML, sent with each heartbeat
         self._events_paused_until = 0.0
+        # events of one round of the child's messages, by job, sent together
+        self._outbox: dict[str, tuple[HeldJob, list[dict[str, Any]]]] = {}
         self._worker_id: str | None = None
+        self._deliveries = False  # files and completion in one request (the registration's)
         self._hb_interval_s = cfg.queue.heartbeat_interval_s
         self._wake = _Wakeup()
         self._hb_wake = threading.Event()
@@ -327,6 +340,7 @@ class Worker:
                 log.error("registration refused: %s", exc)
                 return False
             self._worker_id, self._hb_interval_s = reg.worker_id, reg.heartbeat_interval_s
+            self._deliveries = reg.uploads == "deliveries"
             log.info("registered as %s (%s)", reg.worker_id, name)
             return True
         return False
@@ -393,7 +407,8 @@ class Worker:
             return
         for held in ready:
             log.info("job %s (attempt %d) leased", held.job_id, held.job.attempt)
-        self._hb_wake.set()  # their leases join the heartbeat at once
+        # (their leases join the next heartbeat, at most BUSY_POLL_S away: a wake-up for
+        # each lease would be one more heartbeat per job at a high job rate)
 
     def _prepare(self, job: RunJob) -> HeldJob | None:
         """The job with its inputs fetched into its directory, or None (failure reported)."""
@@ -484,8 +499,11 @@ class Worker:
             held.load_span, self._load_span = self._load_span, None
             if len(group) == 1:
                 self._child.send(held.job)
-            else:  # one engine call for them all (workers.batches)
+            else:  # one engine call for them all (workers.batches), delivered together
                 self._child.send(RunBatch(tuple(h.job for h in group)))
+                together = DeliveryGroup([h.job_id for h in group], BATCH_DELIVERY_WAIT_S)
+                for h in group:
+                    h.delivery = together
             for h in group:
                 h.sent = True
                 if self._last_engine_s.get(h.job.model, math.inf) <= self._lease_ahead_s:
@@ -541,18 +559,28 @@ class Worker:
             return
         try:
             msg = self._child.recv(_CHILD_POLL_S, wake=[self._wake])
+            # and what else the child has sent meanwhile (a batch's jobs report each
+            # step together): their events go in one request
+            handled = 0
+            while msg is not None:
+                self._on_message(msg)
+                handled += 1
+                if handled >= _MESSAGES_PER_ROUND or self._child is None:
+                    break
+                msg = self._child.recv(0)
         except ChildExited as exc:
             log.error("%s", exc)
             self._child_gone(str(exc), crashed=not self._stop.is_set())
-            return
-        if msg is not None:
-            self._on_message(msg)
+        finally:
+            self._flush_events()
 
     def _on_message(self, msg: Message) -> None:
         job_id = getattr(msg, "job_id", "")
         held = self._held.get(job_id) if job_id else None
         if held is None or held.ended or not held.sent:
             return  # a job already dropped
+        if not isinstance(msg, Progress):
+            self._flush_events()  # a job's events go before its end (or checkpoint)
         if isinstance(msg, Checkpoint):
             self._checkpoints.submit(held.job, msg)
         elif isinstance(msg, Progress):
@@ -628,6 +656,8 @@ class Worker:
         except Exception:
             log.exception("job %s: finishing failed; its lease expires", job.job_id)
         finally:
+            if held.delivery is not None:
+                held.delivery.leave(job.job_id)  # its batch does not wait for it
             self._checkpoints.settle(job.job_id, keep=False)
             shutil.rmtree(held.dir, ignore_errors=True)
             self._held.remove(held)
@@ -640,9 +670,26 @@ class Worker:
         (a step that brings a preview always goes)."""
         due = held.throttle.should_send(msg.stage, msg.step, msg.total_steps, self._clock())
         if due or msg.preview:
-            self._send_event(
-                held, msg.stage, msg.step, msg.total_steps, msg.elapsed_s, msg.at, msg.preview
+            event = progress_event(
+                msg.stage, msg.step, msg.total_steps, msg.elapsed_s, msg.at, msg.preview
             )
+            self._outbox.setdefault(held.job_id, (held, []))[1].append(event)
+
+    def _flush_events(self) -> None:
+        """Send the events the last round of messages left (one request for them all)."""
+        pending, self._outbox = list(self._outbox.values()), {}
+        if len(pending) == 1:
+            self._post_events(*pending[0])
+        elif pending and self._clock() >= self._events_paused_until:
+            items = [(h.job_id, h.job.lease_id, events) for h, events in pending]
+            try:
+                lost = self._client.many_events(items)
+            except (Unreachable, ControlPlaneError) as exc:
+                self._pause_events(exc)
+                return
+            for held, _ in pending:
+                if held.job_id in lost:
+                    held.request_cancel("lease lost")
 
     def _send_event(
         self,
@@ -654,42 +701,38 @@ class Worker:
         at: float,
         preview: str = "",
     ) -> None:
+        self._post_events(held, [progress_event(stage, step, total, elapsed_s, at, preview)])
+
+    def _post_events(self, held: HeldJob, events: list[dict[str, Any]]) -> None:
         if self._clock() < self._events_paused_until:
             return
-        event = progress_event(stage, step, total, elapsed_s, at, preview)
         job = held.job
         try:
-            cancel = self._client.events(job.job_id, job.lease_id, [event])
+            cancel = self._client.events(job.job_id, job.lease_id, events)
         except LeaseLost:
             held.request_cancel("lease lost")
         except (Unreachable, ControlPlaneError) as exc:
-            # Progress is best-effort: while the control plane is away, stop asking
-            # for a while so the engine loop keeps up with the child.
-            log.warning("progress events for %s paused: %s", job.job_id, exc)
-            self._events_paused_until = self._clock() + _EVENTS_PAUSE_S
+            self._pause_events(exc)
         else:
             if cancel:
                 held.request_cancel("canceled by the control plane")
 
+    def _pause_events(self, exc: Exception) -> None:
+        """Progress is best-effort: while the control plane is away, stop asking for a
+        while so the engine loop keeps up with the child."""
+        log.warning("progress events paused: %s", exc)
+        self._events_paused_until = self._clock() + _EVENTS_PAUSE_S
+
     # ---------------------------------------------------------- reporting
 
     def _deliver(self, held: HeldJob, done: Done) -> bool:
-        """Upload the rendered files, then complete the job (never when it must stop).
+        """Upload the rendered files and complete the job (never when it must stop).
         False when it stopped before completing (the caller gives it back)."""
         job = held.job
         try:
-            self._send_event(held, "upload", 0, len(done.files), 0.0, self._wall())
             started, upload_at = self._clock(), self._wall()
-            stopping = functools.partial(self._stop_job_requested, held)
-            artifacts = upload_files(self._client, self._uploads, job, done.files, stopping)
-            upload_s = self._clock() - started
-            if artifacts is None:
-                return held.cancel.is_set() and held.reason != _STOPPING
-            self._client.complete(
-                job.job_id,
-                job.lease_id,
-                artifacts=artifacts,
-                timings={"model_load": held.model_load, **done.timings, "upload": upload_s},
+            report = outcome(
+                timings={"model_load": held.model_load, **done.timings},
                 gpu_seconds=done.engine_s,
                 seed=done.seed,
                 engine={"device": done.device, "dtype": done.dtype, **done.engine},
@@ -700,6 +743,21 @@ class Worker:
                 },
                 qc=done.qc,
             )
+            if self._deliveries:
+                answer = self._send_delivery(held, done, report, started)
+                if answer.code == "lease_lost":
+                    raise LeaseLost(409, answer.code, answer.message)
+                if answer.code:
+                    raise ControlPlaneError(400, answer.code, answer.message)
+            else:
+                self._send_event(held, "upload", 0, len(done.files), 0.0, self._wall())
+                stopping = functools.partial(self._stop_job_requested, held)
+                artifacts = upload_files(self._client, self._uploads, job, done.files, stopping)
+                if artifacts is None:
+                    return held.cancel.is_set() and held.reason != _STOPPING
+                report["timings"]["upload"] = self._clock() - started
+                self._client.complete(job.job_id, job.lease_id, artifacts=artifacts, outcome=report)
+            upload_s = self._clock() - started
             log.info("job %s completed", job.job_id)
             spans = {**done.spans, "upload": [upload_at, upload_at + upload_s]}
             if held.load_span is not None:
@@ -714,6 +772,26 @@ class Worker:
         except Unreachable as exc:
             log.error("job %s: %s; it is retried once its lease expires", job.job_id, exc)
         return True
+
+    def _send_delivery(
+        self, held: HeldJob, done: Done, report: dict[str, Any], ready_at: float
+    ) -> Delivered:
+        """The job's files and outcome in one ``deliveries`` request, with the rest of
+        its batch (workers.delivery). Its "upload" timing is the wait for the request
+        (the batch's other renders); the control plane adds the request's own time."""
+
+        def send(items: Sequence[Delivery]) -> dict[str, Delivered]:
+            now = self._clock()
+            for item in items:
+                item.outcome["timings"]["upload"] = now - item.ready_at
+            return self._client.deliver(items)
+
+        job = held.job
+        files = [(f.name, Path(f.path), f.content_type) for f in done.files]
+        upload = progress_event("upload", 0, len(files), 0.0, self._wall())
+        item = Delivery(job.job_id, job.lease_id, files, {**report, "events": [upload]}, ready_at)
+        group = held.delivery or DeliveryGroup([job.job_id], 0.0, self._clock)
+        return group.deliver(item, send)
 
     def _report_failure(self, job: RunJob, failed: Failed) -> None:
         log.warning("job %s failed (%s): %s", job.job_id, failed.code, failed.message)

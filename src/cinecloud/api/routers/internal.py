@@ -1,9 +1,10 @@
 """The worker protocol (docs/worker-protocol.md): register, heartbeat, lease,
-events, uploads, complete, fail (``checkpoint`` and ``release`` are in
+events, uploads, complete, deliveries, fail (``checkpoint`` and ``release`` are in
 :mod:`cinecloud.api.routers.checkpoints`). Every call is safe to retry."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
@@ -12,10 +13,12 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from cinecloud.api.auth import WorkerAuth
+from cinecloud.api.bodies import capped
 from cinecloud.api.errors import ApiError
 from cinecloud.api.openapi import errors
 from cinecloud.api.routers.checkpoints import CHECKPOINT_INVALID, checkpoint_inputs, drop_checkpoint
@@ -27,6 +30,7 @@ from cinecloud.delivery.prewarm import prewarm_plan, warm
 from cinecloud.jobs import ArtifactRecord, JobRecord, LeaseLost, NotFound
 from cinecloud.jobs.timeline import queued_since
 from cinecloud.storage import InvalidKey, S3Store, blob_key, validate_content_type
+from cinecloud.storage.base import CHUNK
 from cinecloud.telemetry.tracing import SpanRecord, record_span
 
 __all__ = ["router", "upload_router"]
@@ -95,6 +99,14 @@ class Events(BaseModel):
     events: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
 
 
+class JobEvents(Events):
+    job_id: str = Field(max_length=64)
+
+
+class ManyEvents(BaseModel):
+    jobs: list[JobEvents] = Field(min_length=1, max_length=256)
+
+
 class UploadRequest(BaseModel):
     lease_id: str
     names: list[str] = Field(min_length=1, max_length=256)
@@ -108,9 +120,10 @@ class Artifact(BaseModel):
     content_type: str
 
 
-class Complete(BaseModel):
+class Outcome(BaseModel):
+    """What a finished job reports besides its files (``complete`` and ``deliveries``)."""
+
     lease_id: str
-    artifacts: list[Artifact]
     timings: dict[str, float] = {}
     gpu_seconds: float = Field(0.0, ge=0)
     seed: int | None = None
@@ -120,6 +133,27 @@ class Complete(BaseModel):
     gpu_count: int | None = Field(None, ge=1, le=1024)
     spot: bool | None = None
     qc: dict[str, Any] = {}  # the quality gate's readings (render.qc)
+
+
+class Complete(Outcome):
+    artifacts: list[Artifact]
+
+
+class DeliveredFile(BaseModel):
+    name: str = Field(min_length=1, max_length=300)
+    part: str = Field(min_length=1, max_length=100)  # the form field holding its bytes
+    content_type: str = Field(max_length=200)
+
+
+class Delivery(Outcome):
+    job_id: str = Field(max_length=64)
+    files: list[DeliveredFile] = Field(min_length=1, max_length=256)
+    # progress events recorded before it completes (its "upload" stage)
+    events: list[dict[str, Any]] = Field(default_factory=list, max_length=100)
+
+
+class Deliveries(BaseModel):
+    jobs: list[Delivery] = Field(min_length=1, max_length=64)
 
 
 class Fail(BaseModel):
@@ -173,6 +207,9 @@ async def register(body: Register, state: State) -> dict[str, Any]:
         "worker_id": wid,
         "heartbeat_interval_s": q.heartbeat_interval_s,
         "lease_ttl_s": q.lease_ttl_s,
+        # where finished jobs' files go: straight into the bucket (``uploads``), or
+        # through this server, a job's or a batch's in one ``deliveries`` request
+        "uploads": "direct" if isinstance(state.store, S3Store) else "deliveries",
     }
 
 
@@ -236,6 +273,27 @@ async def events(job_id: str, body: Events, state: State) -> dict[str, Any]:
         raise _lease_lost(exc) from None
     state.events.notify()
     return {"cancel": False}
+
+
+@router.post("/events")
+async def many_events(body: ManyEvents, state: State) -> dict[str, Any]:
+    """Progress events of several held jobs in one request (a batch's, each step):
+    ``lost`` lists the jobs whose lease is gone (the worker stops them); the others'
+    events are recorded as ``/jobs/{id}/events`` would."""
+    ttl = state.cfg.queue.lease_ttl_s
+
+    def record() -> list[str]:
+        lost = []
+        for item in body.jobs:
+            try:
+                state.jobs.progress(item.job_id, item.lease_id, item.events, ttl)
+            except LeaseLost:
+                lost.append(item.job_id)
+        return lost
+
+    lost = await run_in_threadpool(record)
+    state.events.notify()
+    return {"lost": lost}
 
 
 def _upload_uri(key: str, lease_id: str) -> str:
@@ -363,33 +421,45 @@ async def complete(
             return {"status": "completed"}
         job = await run_in_threadpool(state.jobs.check_lease, job_id, body.lease_id)
         records = await run_in_threadpool(_verify_artifacts, state, job, body.artifacts)
-        bill = await run_in_threadpool(
-            lambda: billing_for(
-                state,
-                job,
-                body.gpu_seconds,
-                gpu_type=body.gpu_type,
-                gpu_count=body.gpu_count,
-                spot=body.spot,
-            )
-        )
-        done = await run_in_threadpool(
-            lambda: state.jobs.complete(
-                job_id,
-                body.lease_id,
-                artifacts=records,
-                timings=body.timings,
-                gpu_seconds=body.gpu_seconds,
-                engine=body.engine,
-                billing=bill,
-                qc=body.qc or None,
-            )
-        )
+        status = await _complete(state, job, body, records, background)
     except NotFound:
         raise ApiError(409, "lease_lost", f"job {job_id} no longer exists") from None
     except LeaseLost as exc:
         raise _lease_lost(exc) from None
-    await run_in_threadpool(drop_checkpoint, state, job_id)  # no resume will need it
+    return {"status": status}
+
+
+async def _complete(
+    state: AppState,
+    job: JobRecord,
+    body: Outcome,
+    records: list[ArtifactRecord],
+    background: BackgroundTasks,
+) -> str:
+    """Complete ``job`` with its stored files (raises LeaseLost); its new status."""
+    bill = await run_in_threadpool(
+        lambda: billing_for(
+            state,
+            job,
+            body.gpu_seconds,
+            gpu_type=body.gpu_type,
+            gpu_count=body.gpu_count,
+            spot=body.spot,
+        )
+    )
+    done = await run_in_threadpool(
+        lambda: state.jobs.complete(
+            job.id,
+            body.lease_id,
+            artifacts=records,
+            timings=body.timings,
+            gpu_seconds=body.gpu_seconds,
+            engine=body.engine,
+            billing=bill,
+            qc=body.qc or None,
+        )
+    )
+    await run_in_threadpool(drop_checkpoint, state, job.id)  # no resume will need it
     state.events.notify()
     state.metrics.completed.labels(model=done.model).inc()
     spot = "true" if bill.spot else "false"
@@ -401,7 +471,112 @@ async def complete(
     state.metrics.gpu_seconds.labels(model=done.model).inc(done.gpu_seconds or 0.0)
     if state.cfg.delivery.prewarm:
         background.add_task(_prewarm, state, done)
-    return {"status": done.status}
+    return done.status
+
+
+#: Form fields of one delivery: its manifest and up to this many files.
+MAX_DELIVERY_FILES = 64 * 256
+
+
+@router.post("/deliveries")
+async def deliveries(request: Request, state: State, background: BackgroundTasks) -> dict[str, Any]:
+    """Finished jobs' files and outcomes in one request (multipart/form-data: a
+    ``manifest`` field holding :class:`Deliveries` as JSON, and each file in the field
+    its entry names): each job's files are stored and the job completed, as ``uploads``,
+    the blob PUTs and ``complete`` would, in one round trip instead of one per file.
+    Each job is answered on its own (``{"status": ...}`` or ``{"error": {...}}``): one
+    whose lease was lost does not fail the others. Safe to retry."""
+    started = time.monotonic()
+    try:
+        form = await capped(request, MAX_UPLOAD_BYTES).form(
+            max_files=MAX_DELIVERY_FILES, max_fields=1
+        )
+    except ApiError:
+        raise
+    except Exception as exc:  # the multipart parser raises several types
+        raise ApiError(400, "invalid_form", f"malformed form data: {exc}") from None
+    try:
+        raw = form.get("manifest")
+        if not isinstance(raw, str):
+            raise ApiError(400, "invalid_form", "a 'manifest' field is required", "manifest")
+        try:
+            manifest = Deliveries.model_validate_json(raw)
+        except ValidationError as exc:
+            raise ApiError(400, "invalid_manifest", _first_error(exc), "manifest") from None
+        parts = {k: v for k, v in form.items() if isinstance(v, UploadFile)}
+        received_s = time.monotonic() - started
+        out = {
+            i.job_id: await _deliver(state, i, parts, received_s, background) for i in manifest.jobs
+        }
+    finally:
+        await form.close()
+    return {"jobs": out}
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else str(err["msg"])
+
+
+async def _deliver(
+    state: AppState,
+    item: Delivery,
+    parts: dict[str, UploadFile],
+    received_s: float,
+    background: BackgroundTasks,
+) -> dict[str, Any]:
+    """Store one job's files and complete it; its answer in ``deliveries``. Its
+    "upload" timing (the worker's wait to send) gains the request's receiving and the
+    storing of its files."""
+    try:
+        job = await run_in_threadpool(state.jobs.get_job, item.job_id)
+        if job.status == "completed" and job.lease_id == item.lease_id:
+            return {"status": "completed"}  # a retry of a delivery that went through
+        job = await run_in_threadpool(state.jobs.check_lease, item.job_id, item.lease_id)
+        if item.events:
+            ttl = state.cfg.queue.lease_ttl_s
+            await run_in_threadpool(state.jobs.progress, job.id, item.lease_id, item.events, ttl)
+        storing = time.monotonic()
+        records = await run_in_threadpool(_store_files, state, job, item.files, parts)
+        spent = received_s + time.monotonic() - storing
+        item.timings["upload"] = item.timings.get("upload", 0.0) + spent
+        try:
+            return {"status": await _complete(state, job, item, records, background)}
+        except LeaseLost:  # canceled while its files were written: keep none of them
+            for r in records:
+                await run_in_threadpool(state.store.delete, r.key)
+            raise
+    except NotFound:
+        return _error("lease_lost", f"job {item.job_id} no longer exists")
+    except LeaseLost as exc:
+        return _error("lease_lost", str(exc))
+    except ApiError as exc:
+        return _error(exc.code, exc.message)
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _store_files(
+    state: AppState, job: JobRecord, files: list[DeliveredFile], parts: dict[str, UploadFile]
+) -> list[ArtifactRecord]:
+    records = []
+    for f in files:
+        upload = parts.get(f.part)
+        if upload is None:
+            raise ApiError(400, "invalid_manifest", f"no form field '{f.part}' for '{f.name}'")
+        try:
+            key = blob_key(job.tenant_id, job.id, f.name)
+            ctype = validate_content_type(f.content_type)
+        except (InvalidKey, ValueError) as exc:
+            raise ApiError(400, "invalid_name", str(exc)) from None
+        upload.file.seek(0)
+        chunks = iter(functools.partial(upload.file.read, CHUNK), b"")
+        info = state.store.put_stream(key, chunks, ctype, max_bytes=MAX_UPLOAD_BYTES)
+        records.append(ArtifactRecord(job.id, f.name, key, info.sha256, info.size, ctype))
+    return records
 
 
 def _prewarm(state: AppState, job: JobRecord) -> None:

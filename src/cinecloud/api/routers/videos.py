@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.types import Message
 
 from cinecloud.api.auth import Caller
+from cinecloud.api.bodies import capped, read_limited
 from cinecloud.api.errors import ApiError, video_not_found
 from cinecloud.api.images import read_input_image
 from cinecloud.api.limits import Refusal, check_budget, check_quota
@@ -56,39 +56,9 @@ _REDIRECT = {
 }
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"request body is over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body_too_large", f"request body is over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _capped(request: Request, limit: int) -> Request:
-    """The request, its body cut off with 413 past ``limit`` bytes as the form parser
-    reads it (a chunked upload declares no length up front)."""
-    seen = 0
-
-    async def receive() -> Message:
-        nonlocal seen
-        message = await request.receive()
-        seen += len(message.get("body", b""))
-        if seen > limit:
-            raise ApiError(413, "body_too_large", f"request body is over {limit} bytes")
-        return message
-
-    return Request(request.scope, receive)
-
-
 async def _form_fields(request: Request, limit: int) -> tuple[dict[str, Any], UploadFile | None]:
     try:
-        form = await _capped(request, limit).form(max_files=1, max_fields=64)
+        form = await capped(request, limit).form(max_files=1, max_fields=64)
     except ApiError:
         raise
     except Exception as exc:  # the multipart parser raises several types
@@ -122,7 +92,7 @@ async def _parse_create(request: Request, state: AppState) -> tuple[VideoCreate,
             raise ApiError(413, "body_too_large", f"request body is over {limit} bytes")
         data, upload = await _form_fields(request, limit)
     elif ctype in ("application/json", ""):
-        raw = await _read_limited(request, limit)
+        raw = await read_limited(request, limit)
         try:
             data = json.loads(raw)
         except ValueError:
