@@ -22,12 +22,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
+from av.container import OutputContainer
 
 from cinecloud.render.encode import (
     RenderedFile,
@@ -35,9 +34,9 @@ from cinecloud.render.encode import (
     _check_int,
     _check_size,
     _source_size,
-    encoder_options,
+    closed_gop,
+    encode_frames,
     even_size,
-    to_yuv420p,
 )
 
 __all__ = [
@@ -99,10 +98,9 @@ def _codecs(extradata: bytes | None) -> str:
     return "avc1." + profile.hex()
 
 
-def _encode(frames: np.ndarray, directory: Path, fps: int, rendition: Rendition) -> str:
-    """Encode one rendition into ``directory``; returns its CODECS string."""
+def _open_rendition(directory: Path) -> OutputContainer:
+    """The HLS muxer writing one rendition's playlist, init segment and segments."""
     directory.mkdir(parents=True, exist_ok=True)
-    gop = GOP_SECONDS * fps
     options = {
         "hls_time": str(SEGMENT_SECONDS),
         "hls_segment_type": "fmp4",
@@ -111,24 +109,16 @@ def _encode(frames: np.ndarray, directory: Path, fps: int, rendition: Rendition)
         "hls_fmp4_init_filename": "init.mp4",
         "hls_flags": "independent_segments",
     }
-    time_base = Fraction(1, fps)
-    reformatter = VideoReformatter()
-    with av.open(str(directory / "index.m3u8"), "w", format="hls", options=options) as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height = rendition.width, rendition.height
-        stream.pix_fmt, stream.time_base = "yuv420p", time_base
-        stream.options = encoder_options(
-            crf=str(_CRF),
-            preset="veryfast",
-            **{"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0"},
-        )
-        for index in range(frames.shape[0]):
-            yuv = to_yuv420p(reformatter, frames[index], (rendition.width, rendition.height))
-            yuv.pts, yuv.time_base = index, time_base
-            out.mux(stream.encode(yuv))
-        out.mux(stream.encode(None))
-        extradata = stream.codec_context.extradata
-    return _codecs(extradata)
+    return av.open(str(directory / "index.m3u8"), "w", format="hls", options=options)
+
+
+def _encode(frames: np.ndarray, directory: Path, fps: int, rendition: Rendition) -> str:
+    """Encode one rendition into ``directory``; returns its CODECS string."""
+    size = (rendition.width, rendition.height)
+    options = closed_gop(GOP_SECONDS * fps)
+    with _open_rendition(directory) as out:
+        stream = encode_frames(out, frames, fps, size, crf=str(_CRF), preset="veryfast", **options)
+        return _codecs(stream.codec_context.extradata)
 
 
 def _bandwidth(directory: Path, playlist: MediaPlaylist) -> tuple[int, int]:
