@@ -333,20 +333,27 @@ def render_outputs(
     ``preview.webp`` and (with ``hls``) the HLS ladder under ``hls/`` into ``out_dir``.
 
     HLS is on by default rather than opt-in per request: the render runs in its own
-    process beside the engine (the worker denoises the next job meanwhile), and the
-    ladder fits the source, so it costs one more encode per rung: on a 2-core CPU,
-    about 10 ms for the tiny model's 9 frames at 64x64 (render 20 ms -> 31 ms) and
-    about 0.8 s on 33 frames of noise at 832x480 (3.4 s -> 4.2 s). ``hls=False``
-    leaves it out. ``metadata`` goes into the MP4 (see :func:`encode_mp4`).
+    process beside the engine (the worker denoises the next job meanwhile), and it
+    costs little. With HLS the MP4 is encoded with the ladder's closed GOP, and the
+    rendition of the MP4's size (the native one, top of the ladder) is a copy of the
+    MP4's H.264 packets cut into segments, not a second encode: for a source of 480p
+    or less (the default model's 256x256, for one) the ladder costs no encode at all.
+    Only the smaller rungs of a bigger source (720p, 480p) are encoded again, one
+    each. ``hls=False`` leaves the ladder out (and the MP4 keeps x264's own keyframe
+    choice). ``metadata`` goes into the MP4 (see :func:`encode_mp4`).
     """
-    from cinecloud.render.hls import write_hls
+    from cinecloud.render.hls import GOP_SECONDS, write_hls
     from cinecloud.render.variants import write_preview, write_spritesheet
 
     _check_frames(frames)
+    _check_int(fps, "fps", 1, 240)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     size = display_size
-    video = encode_mp4(frames, out_dir / "video.mp4", fps, display_size=size, metadata=metadata)
+    gop = GOP_SECONDS * fps if hls else None
+    video = encode_mp4(
+        frames, out_dir / "video.mp4", fps, display_size=size, gop=gop, metadata=metadata
+    )
     poster = write_poster(frames, out_dir / "poster.jpg", display_size=size)
     thumb = write_thumbnail(frames, out_dir / "thumbnail.jpg", display_size=size)
     sprites = write_spritesheet(frames, out_dir / "spritesheet.jpg", display_size=size)
@@ -358,4 +365,6 @@ def render_outputs(
         RenderedFile("spritesheet.jpg", sprites, "image/jpeg"),
         RenderedFile("preview.webp", preview, "image/webp"),
     ]
-    return files + (write_hls(frames, out_dir, fps, display_size=size) if hls else [])
+    if not hls:
+        return files
+    return files + write_hls(frames, out_dir, fps, display_size=size, shared=video)

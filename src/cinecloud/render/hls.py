@@ -15,6 +15,11 @@ RFC 8216 requires of ``EXT-X-TARGETDURATION``.
 
 The ladder fits the source: its native size (rounded to even), plus 720p and 480p
 where they are smaller than it. Nothing is upscaled.
+
+Each rendition is its own libx264 encode (CRF 21, preset veryfast), except where
+:func:`write_hls` is given an MP4 of the same frames with the same closed GOP (what
+``render_outputs`` does): the rendition of the MP4's size then carries the MP4's own
+H.264 packets (CRF 18, preset medium), cut into segments at its keyframes.
 """
 
 from __future__ import annotations
@@ -121,6 +126,32 @@ def _encode(frames: np.ndarray, directory: Path, fps: int, rendition: Rendition)
         return _codecs(stream.codec_context.extradata)
 
 
+def _video_size(path: Path) -> tuple[int, int]:
+    with av.open(str(path)) as container:
+        ctx = container.streams.video[0].codec_context
+        return ctx.width, ctx.height
+
+
+def _remux(source: Path, directory: Path, fps: int) -> str:
+    """Cut ``source``'s H.264 packets into one rendition in ``directory``, as they are;
+    returns its CODECS string. Raises ValueError unless they have the ladder's GOP."""
+    gop = GOP_SECONDS * fps
+    with av.open(str(source)) as container, _open_rendition(directory) as out:
+        video = container.streams.video[0]
+        stream = out.add_stream_from_template(video)
+        for packet in container.demux(video):
+            if packet.size == 0:
+                continue  # the demuxer's empty packet at the end
+            if packet.pts is None or packet.time_base is None:
+                raise ValueError(f"{source}: a packet without a timestamp")
+            index = round(packet.pts * packet.time_base * fps)
+            if packet.is_keyframe != (index % gop == 0):
+                raise ValueError(f"{source}: frame {index} breaks the {gop}-frame closed GOP")
+            packet.stream = stream
+            out.mux(packet)
+        return _codecs(video.codec_context.extradata)
+
+
 def _bandwidth(directory: Path, playlist: MediaPlaylist) -> tuple[int, int]:
     """Peak and average bits per second over the segments (RFC 8216 4.3.4.2)."""
     rates, total_bits, total_s = [], 0, 0.0
@@ -149,17 +180,28 @@ def write_hls(
     fps: int,
     *,
     display_size: tuple[int, int] | None = None,
+    shared: Path | None = None,
 ) -> list[RenderedFile]:
-    """Write the ladder and master playlist under ``out_dir/hls``; the files, master first."""
+    """Write the ladder and master playlist under ``out_dir/hls``; the files, master first.
+
+    ``shared`` is an MP4 of the same ``frames`` and ``fps`` with the ladder's closed
+    GOP (``encode_mp4(..., gop=GOP_SECONDS * fps)``): the rendition of its size takes
+    its packets as they are instead of encoding the frames again. The other
+    renditions are encoded from ``frames``.
+    """
     _check_frames(frames)
     _check_int(fps, "fps", 1, 240)
     size = _check_size(display_size, "display_size") if display_size else _source_size(frames)
     root = Path(out_dir) / "hls"
+    shared_size = _video_size(shared) if shared is not None else None
     entries = []
     files: list[RenderedFile] = []
     for rendition in hls_ladder(size):
         directory = root / rendition.name
-        codecs = _encode(frames, directory, fps, rendition)
+        if shared is not None and (rendition.width, rendition.height) == shared_size:
+            codecs = _remux(shared, directory, fps)
+        else:
+            codecs = _encode(frames, directory, fps, rendition)
         playlist = parse_media_playlist((directory / "index.m3u8").read_text())
         entries.append((rendition, codecs, _bandwidth(directory, playlist)))
         names = ["index.m3u8", playlist.map_uri or "init.mp4", *(u for _, u in playlist.segments)]
