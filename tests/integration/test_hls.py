@@ -10,8 +10,10 @@ import pytest
 from PIL import Image
 
 from cinecloud.render import (
+    encode_mp4,
     hls_ladder,
     parse_media_playlist,
+    render_outputs,
     sprite_layout,
     write_hls,
     write_preview,
@@ -99,6 +101,46 @@ def test_pyav_plays_the_playlist(ladder_dir: Path, name: str, size: tuple[int, i
     assert (frames[0].width, frames[0].height) == size
     keyframes = [i for i, f in enumerate(frames) if f.key_frame]
     assert keyframes == list(range(0, 108, GOP_SECONDS * 8))  # a 2 s GOP, no extra cuts
+
+
+def decode(path: Path) -> tuple[np.ndarray, list[int]]:
+    """Every frame of ``path`` as RGB, and the indices of its keyframes."""
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    keyframes = [i for i, f in enumerate(frames) if f.key_frame]
+    return np.stack([f.to_ndarray(format="rgb24") for f in frames]), keyframes
+
+
+def test_the_rendition_of_the_mp4s_size_is_the_mp4s_own_encode(tmp_path: Path) -> None:
+    # 3 s at 8 fps: two GOPs. A second encode of the rung (its own CRF and preset)
+    # would decode to other pixels; the MP4's packets cut into segments decode to its own.
+    render_outputs(moving(24, 64, 64), tmp_path, 8, display_size=(256, 256))
+    mp4, mp4_keys = decode(tmp_path / "video.mp4")
+    rung, rung_keys = decode(tmp_path / "hls" / "256p" / "index.m3u8")
+    assert mp4.shape == (24, 256, 256, 3)
+    assert np.array_equal(rung, mp4)
+    assert mp4_keys == rung_keys == [0, GOP_SECONDS * 8]
+    entries = _master_entries((tmp_path / "hls" / "master.m3u8").read_text())
+    assert [(a["RESOLUTION"], uri) for a, uri in entries] == [("256x256", "256p/index.m3u8")]
+    assert entries[0][0]["CODECS"].startswith('"avc1.')
+
+
+def test_a_bigger_source_still_encodes_its_smaller_rungs(tmp_path: Path) -> None:
+    render_outputs(moving(24, 36, 64), tmp_path, 8, display_size=(960, 540))
+    mp4, _ = decode(tmp_path / "video.mp4")
+    native, _ = decode(tmp_path / "hls" / "540p" / "index.m3u8")
+    smaller, keys = decode(tmp_path / "hls" / "480p" / "index.m3u8")
+    assert np.array_equal(native, mp4)
+    assert smaller.shape == (24, 480, 854, 3) and keys == [0, GOP_SECONDS * 8]
+    entries = _master_entries((tmp_path / "hls" / "master.m3u8").read_text())
+    assert [a["RESOLUTION"] for a, _ in entries] == ["960x540", "854x480"]
+
+
+def test_an_mp4_without_the_ladders_gop_is_not_shared(tmp_path: Path) -> None:
+    frames = moving(24, 64, 64)
+    video = encode_mp4(frames, tmp_path / "video.mp4", 8)  # x264's own keyframes: one
+    with pytest.raises(ValueError, match="closed GOP"):
+        write_hls(frames, tmp_path, 8, shared=video)
 
 
 def test_playlist_checks_catch_breaches() -> None:

@@ -75,6 +75,14 @@ def test_frames_keep_their_order_and_colour(tmp_path: Path) -> None:
         assert np.abs(got - np.array(want)).max() < 4, (got, want)
 
 
+def test_closed_gop_puts_keyframes_exactly_every_gop(tmp_path: Path) -> None:
+    path = encode_mp4(gradient(20, 32, 32), tmp_path / "v.mp4", 8, gop=8)
+    with av.open(str(path)) as container:
+        keyframes = [i for i, f in enumerate(container.decode(video=0)) if f.key_frame]
+    assert keyframes == [0, 8, 16]
+    assert_faststart(path)
+
+
 def test_single_frame(tmp_path: Path) -> None:
     path = encode_mp4(gradient(1, 16, 16), tmp_path / "one.mp4", 24)
     probe = probe_video(path)
@@ -157,6 +165,7 @@ def test_bad_frames_rejected_everywhere(tmp_path: Path, frames: np.ndarray) -> N
         ({"fps": 2.5}, "fps"),
         ({"fps": True}, "fps"),
         ({"crf": 52}, "crf"),
+        ({"gop": 0}, "gop"),
         ({"display_size": (0, 64)}, "display_size"),
         ({"display_size": (64.0, 64)}, "display_size"),
         ({"display_size": (64, 64, 3)}, "display_size"),

@@ -22,12 +22,16 @@ from typing import Any
 
 import av
 import numpy as np
+from av.container import OutputContainer
 from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
+from av.video.stream import VideoStream
 from PIL import Image
 
 __all__ = [
     "RenderedFile",
     "VideoProbe",
+    "closed_gop",
+    "encode_frames",
     "encode_mp4",
     "encoder_options",
     "even_size",
@@ -60,11 +64,19 @@ def encoder_options(**options: str) -> dict[str, Any]:
     return options
 
 
+def closed_gop(gop: int) -> dict[str, str]:
+    """libx264 options for a closed GOP of exactly ``gop`` frames: a keyframe at frame
+    0, ``gop``, ``2 * gop``, ... and nowhere else (no scene cuts), no reference across
+    a keyframe. Cut at its keyframes, such a stream makes independent segments."""
+    return {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0"}
+
+
 # ITU-T H.273 code points for BT.709 primaries, transfer and matrix; range 1 = limited (tv).
 _BT709 = 1
 _LIMITED_RANGE = 1
 _JPEG_QUALITY = 90
 _MAX_SIDE = 16384
+_MAX_GOP = 100_000
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,33 @@ def to_yuv420p(
     )
 
 
+def encode_frames(
+    out: OutputContainer, frames: np.ndarray, fps: int, size: tuple[int, int], **options: str
+) -> VideoStream:
+    """Encode ``frames`` at ``size`` (even sides) into a new libx264 stream of ``out``.
+
+    The stream is BT.709 limited-range yuv420p at ``fps``, one frame per tick;
+    ``options`` are libx264's (with this process's thread cap). Returns the stream,
+    flushed: every packet is muxed.
+    """
+    time_base = Fraction(1, fps)
+    reformatter = VideoReformatter()
+    stream = out.add_stream("libx264", rate=fps)
+    stream.width, stream.height = size
+    stream.pix_fmt = "yuv420p"
+    stream.time_base = time_base
+    stream.options = encoder_options(**options)
+    ctx = stream.codec_context
+    ctx.colorspace = ctx.color_primaries = ctx.color_trc = _BT709
+    ctx.color_range = _LIMITED_RANGE
+    for index in range(frames.shape[0]):
+        yuv = to_yuv420p(reformatter, frames[index], size)
+        yuv.pts, yuv.time_base = index, time_base
+        out.mux(stream.encode(yuv))
+    out.mux(stream.encode(None))
+    return stream
+
+
 def encode_mp4(
     frames: np.ndarray,
     path: Path,
@@ -161,37 +200,29 @@ def encode_mp4(
     display_size: tuple[int, int] | None = None,
     crf: int = 18,
     preset: str = "medium",
+    gop: int | None = None,
     metadata: dict[str, str] | None = None,
 ) -> Path:
     """Encode ``frames`` as H.264 yuv420p in an MP4 with ``moov`` before ``mdat``.
 
     The output has exactly ``T`` frames at ``fps``; its size is ``display_size``
-    (or the source size) rounded up to even. ``metadata`` entries are written as
-    ISO-BMFF ``keys``/``ilst`` tags under their own names.
+    (or the source size) rounded up to even. With ``gop`` the stream has a closed GOP
+    of that many frames (:func:`closed_gop`), so its packets can also be cut into HLS
+    segments; without it, x264's own keyframe choice. ``metadata`` entries are
+    written as ISO-BMFF ``keys``/``ilst`` tags under their own names.
     """
     _check_frames(frames)
     _check_int(fps, "fps", 1, 240)
     _check_int(crf, "crf", 0, 51)
+    options = {"crf": str(crf), "preset": preset}
+    if gop is not None:
+        _check_int(gop, "gop", 1, _MAX_GOP)
+        options |= closed_gop(gop)
     target = _check_size(display_size, "display_size") if display_size else _source_size(frames)
-    width, height = even_size(target)
-    time_base = Fraction(1, fps)
-    reformatter = VideoReformatter()
     flags = "+faststart+use_metadata_tags" if metadata else "+faststart"
     with av.open(str(path), "w", format="mp4", container_options={"movflags": flags}) as out:
         out.metadata.update(metadata or {})
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = time_base
-        stream.options = encoder_options(crf=str(crf), preset=preset)
-        ctx = stream.codec_context
-        ctx.colorspace = ctx.color_primaries = ctx.color_trc = _BT709
-        ctx.color_range = _LIMITED_RANGE
-        for index in range(frames.shape[0]):
-            yuv = to_yuv420p(reformatter, frames[index], (width, height))
-            yuv.pts, yuv.time_base = index, time_base
-            out.mux(stream.encode(yuv))
-        out.mux(stream.encode(None))
+        encode_frames(out, frames, fps, even_size(target), **options)
     return Path(path)
 
 
@@ -302,20 +333,27 @@ def render_outputs(
     ``preview.webp`` and (with ``hls``) the HLS ladder under ``hls/`` into ``out_dir``.
 
     HLS is on by default rather than opt-in per request: the render runs in its own
-    process beside the engine (the worker denoises the next job meanwhile), and the
-    ladder fits the source, so it costs one more encode per rung: on a 2-core CPU,
-    about 10 ms for the tiny model's 9 frames at 64x64 (render 20 ms -> 31 ms) and
-    about 0.8 s on 33 frames of noise at 832x480 (3.4 s -> 4.2 s). ``hls=False``
-    leaves it out. ``metadata`` goes into the MP4 (see :func:`encode_mp4`).
+    process beside the engine (the worker denoises the next job meanwhile), and it
+    costs little. With HLS the MP4 is encoded with the ladder's closed GOP, and the
+    rendition of the MP4's size (the native one, top of the ladder) is a copy of the
+    MP4's H.264 packets cut into segments, not a second encode: for a source of 480p
+    or less (the default model's 256x256, for one) the ladder costs no encode at all.
+    Only the smaller rungs of a bigger source (720p, 480p) are encoded again, one
+    each. ``hls=False`` leaves the ladder out (and the MP4 keeps x264's own keyframe
+    choice). ``metadata`` goes into the MP4 (see :func:`encode_mp4`).
     """
-    from cinecloud.render.hls import write_hls
+    from cinecloud.render.hls import GOP_SECONDS, write_hls
     from cinecloud.render.variants import write_preview, write_spritesheet
 
     _check_frames(frames)
+    _check_int(fps, "fps", 1, 240)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     size = display_size
-    video = encode_mp4(frames, out_dir / "video.mp4", fps, display_size=size, metadata=metadata)
+    gop = GOP_SECONDS * fps if hls else None
+    video = encode_mp4(
+        frames, out_dir / "video.mp4", fps, display_size=size, gop=gop, metadata=metadata
+    )
     poster = write_poster(frames, out_dir / "poster.jpg", display_size=size)
     thumb = write_thumbnail(frames, out_dir / "thumbnail.jpg", display_size=size)
     sprites = write_spritesheet(frames, out_dir / "spritesheet.jpg", display_size=size)
@@ -327,4 +365,6 @@ def render_outputs(
         RenderedFile("spritesheet.jpg", sprites, "image/jpeg"),
         RenderedFile("preview.webp", preview, "image/webp"),
     ]
-    return files + (write_hls(frames, out_dir, fps, display_size=size) if hls else [])
+    if not hls:
+        return files
+    return files + write_hls(frames, out_dir, fps, display_size=size, shared=video)

@@ -15,6 +15,11 @@ RFC 8216 requires of ``EXT-X-TARGETDURATION``.
 
 The ladder fits the source: its native size (rounded to even), plus 720p and 480p
 where they are smaller than it. Nothing is upscaled.
+
+Each rendition is its own libx264 encode (CRF 21, preset veryfast), except where
+:func:`write_hls` is given an MP4 of the same frames with the same closed GOP (what
+``render_outputs`` does): the rendition of the MP4's size then carries the MP4's own
+H.264 packets (CRF 18, preset medium), cut into segments at its keyframes.
 """
 
 from __future__ import annotations
@@ -22,12 +27,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
+from av.container import OutputContainer
 
 from cinecloud.render.encode import (
     RenderedFile,
@@ -35,9 +39,9 @@ from cinecloud.render.encode import (
     _check_int,
     _check_size,
     _source_size,
-    encoder_options,
+    closed_gop,
+    encode_frames,
     even_size,
-    to_yuv420p,
 )
 
 __all__ = [
@@ -99,10 +103,9 @@ def _codecs(extradata: bytes | None) -> str:
     return "avc1." + profile.hex()
 
 
-def _encode(frames: np.ndarray, directory: Path, fps: int, rendition: Rendition) -> str:
-    """Encode one rendition into ``directory``; returns its CODECS string."""
+def _open_rendition(directory: Path) -> OutputContainer:
+    """The HLS muxer writing one rendition's playlist, init segment and segments."""
     directory.mkdir(parents=True, exist_ok=True)
-    gop = GOP_SECONDS * fps
     options = {
         "hls_time": str(SEGMENT_SECONDS),
         "hls_segment_type": "fmp4",
@@ -111,24 +114,42 @@ def _encode(frames: np.ndarray, directory: Path, fps: int, rendition: Rendition)
         "hls_fmp4_init_filename": "init.mp4",
         "hls_flags": "independent_segments",
     }
-    time_base = Fraction(1, fps)
-    reformatter = VideoReformatter()
-    with av.open(str(directory / "index.m3u8"), "w", format="hls", options=options) as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height = rendition.width, rendition.height
-        stream.pix_fmt, stream.time_base = "yuv420p", time_base
-        stream.options = encoder_options(
-            crf=str(_CRF),
-            preset="veryfast",
-            **{"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0"},
-        )
-        for index in range(frames.shape[0]):
-            yuv = to_yuv420p(reformatter, frames[index], (rendition.width, rendition.height))
-            yuv.pts, yuv.time_base = index, time_base
-            out.mux(stream.encode(yuv))
-        out.mux(stream.encode(None))
-        extradata = stream.codec_context.extradata
-    return _codecs(extradata)
+    return av.open(str(directory / "index.m3u8"), "w", format="hls", options=options)
+
+
+def _encode(frames: np.ndarray, directory: Path, fps: int, rendition: Rendition) -> str:
+    """Encode one rendition into ``directory``; returns its CODECS string."""
+    size = (rendition.width, rendition.height)
+    options = closed_gop(GOP_SECONDS * fps)
+    with _open_rendition(directory) as out:
+        stream = encode_frames(out, frames, fps, size, crf=str(_CRF), preset="veryfast", **options)
+        return _codecs(stream.codec_context.extradata)
+
+
+def _video_size(path: Path) -> tuple[int, int]:
+    with av.open(str(path)) as container:
+        ctx = container.streams.video[0].codec_context
+        return ctx.width, ctx.height
+
+
+def _remux(source: Path, directory: Path, fps: int) -> str:
+    """Cut ``source``'s H.264 packets into one rendition in ``directory``, as they are;
+    returns its CODECS string. Raises ValueError unless they have the ladder's GOP."""
+    gop = GOP_SECONDS * fps
+    with av.open(str(source)) as container, _open_rendition(directory) as out:
+        video = container.streams.video[0]
+        stream = out.add_stream_from_template(video)
+        for packet in container.demux(video):
+            if packet.size == 0:
+                continue  # the demuxer's empty packet at the end
+            if packet.pts is None or packet.time_base is None:
+                raise ValueError(f"{source}: a packet without a timestamp")
+            index = round(packet.pts * packet.time_base * fps)
+            if packet.is_keyframe != (index % gop == 0):
+                raise ValueError(f"{source}: frame {index} breaks the {gop}-frame closed GOP")
+            packet.stream = stream
+            out.mux(packet)
+        return _codecs(video.codec_context.extradata)
 
 
 def _bandwidth(directory: Path, playlist: MediaPlaylist) -> tuple[int, int]:
@@ -159,17 +180,28 @@ def write_hls(
     fps: int,
     *,
     display_size: tuple[int, int] | None = None,
+    shared: Path | None = None,
 ) -> list[RenderedFile]:
-    """Write the ladder and master playlist under ``out_dir/hls``; the files, master first."""
+    """Write the ladder and master playlist under ``out_dir/hls``; the files, master first.
+
+    ``shared`` is an MP4 of the same ``frames`` and ``fps`` with the ladder's closed
+    GOP (``encode_mp4(..., gop=GOP_SECONDS * fps)``): the rendition of its size takes
+    its packets as they are instead of encoding the frames again. The other
+    renditions are encoded from ``frames``.
+    """
     _check_frames(frames)
     _check_int(fps, "fps", 1, 240)
     size = _check_size(display_size, "display_size") if display_size else _source_size(frames)
     root = Path(out_dir) / "hls"
+    shared_size = _video_size(shared) if shared is not None else None
     entries = []
     files: list[RenderedFile] = []
     for rendition in hls_ladder(size):
         directory = root / rendition.name
-        codecs = _encode(frames, directory, fps, rendition)
+        if shared is not None and (rendition.width, rendition.height) == shared_size:
+            codecs = _remux(shared, directory, fps)
+        else:
+            codecs = _encode(frames, directory, fps, rendition)
         playlist = parse_media_playlist((directory / "index.m3u8").read_text())
         entries.append((rendition, codecs, _bandwidth(directory, playlist)))
         names = ["index.m3u8", playlist.map_uri or "init.mp4", *(u for _, u in playlist.segments)]
