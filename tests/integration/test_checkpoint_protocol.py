@@ -44,6 +44,12 @@ class Worker:
         ]
         return dict(run)
 
+    def beat(self, status: str) -> None:
+        """A heartbeat holding nothing (``idle`` after a release for stopping: it stays)."""
+        body = {"jobs": [], "status": status}
+        url = f"/internal/v1/workers/{self.worker_id}/heartbeat"
+        assert self.client.post(url, json=body, headers=self.auth).status_code == 200
+
     def post(self, run: dict[str, Any], call: str, **body: Any) -> Any:
         body = {"lease_id": run["lease_id"], **body}
         return self.client.post(
@@ -113,6 +119,7 @@ def test_the_newest_checkpoint_of_the_lease_goes_with_the_next_lease(
     video = client.get(f"/v1/videos/{job}", headers=worker.user).json()
     assert (video["status"], video["attempts"]) == ("queued", 0)  # not counted
 
+    worker.beat("idle")  # a release for preemption drained it; it stays after all
     rerun = worker.lease()
     assert rerun["attempt"] == 1
     url = rerun["inputs"]["checkpoint"]
@@ -203,3 +210,29 @@ def _finish(worker: Worker, run: dict[str, Any]) -> None:
     art = {"name": "video.mp4", **put.json()}
     done = worker.post(run, "complete", artifacts=[art], timings={"denoise": 0.5})
     assert done.status_code == 200, done.text
+
+
+def test_a_worker_that_gives_back_for_stopping_leases_nothing_more(
+    api: tuple[Worker, AppState, FakeClock],
+) -> None:
+    # Its own long poll, in flight when it stopped, must not lease the job straight back.
+    w, state, _ = api
+    w.submit()
+    run = w.lease()
+    assert w.post(run, "release", reason="preempted").status_code == 200
+    ask = {"worker_id": w.worker_id, "models": [MODEL], "wait_s": 0}
+    assert w.client.post("/internal/v1/leases", json=ask, headers=w.auth).json()["jobs"] == []
+    worker = state.workers.get(w.worker_id)
+    assert worker is not None and worker.status == "stopping"
+    w.beat("idle")  # it stayed after all: leases again
+    assert w.lease()["job_id"] == run["job_id"]
+
+
+def test_a_give_back_for_other_reasons_keeps_the_worker_leasing(
+    api: tuple[Worker, AppState, FakeClock],
+) -> None:
+    w, _, _ = api
+    w.submit()
+    run = w.lease()
+    assert w.post(run, "release", reason="engine_replaced").status_code == 200
+    assert w.lease()["job_id"] == run["job_id"]

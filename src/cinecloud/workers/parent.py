@@ -217,6 +217,7 @@ class Worker:
         self._events_paused_until = 0.0
         # events of one round of the child's messages, by job, sent together
         self._outbox: dict[str, tuple[HeldJob, list[dict[str, Any]]]] = {}
+        self._many_events = True  # the control plane takes several jobs' events at once
         self._worker_id: str | None = None
         self._deliveries = False  # files and completion in one request (the registration's)
         self._hb_interval_s = cfg.queue.heartbeat_interval_s
@@ -678,18 +679,26 @@ class Worker:
     def _flush_events(self) -> None:
         """Send the events the last round of messages left (one request for them all)."""
         pending, self._outbox = list(self._outbox.values()), {}
-        if len(pending) == 1:
-            self._post_events(*pending[0])
-        elif pending and self._clock() >= self._events_paused_until:
+        paused = self._clock() < self._events_paused_until
+        if len(pending) > 1 and self._many_events and not paused:
             items = [(h.job_id, h.job.lease_id, events) for h, events in pending]
             try:
                 lost = self._client.many_events(items)
-            except (Unreachable, ControlPlaneError) as exc:
+            except ControlPlaneError as exc:
+                if exc.status != 404:
+                    self._pause_events(exc)
+                    return
+                self._many_events = False  # an older control plane: one job at a time
+            except Unreachable as exc:
                 self._pause_events(exc)
                 return
-            for held, _ in pending:
-                if held.job_id in lost:
-                    held.request_cancel("lease lost")
+            else:
+                for held, _ in pending:
+                    if held.job_id in lost:
+                        held.request_cancel("lease lost")
+                return
+        for held, events in pending:
+            self._post_events(held, events)
 
     def _send_event(
         self,
@@ -823,7 +832,8 @@ class Worker:
         held = [active.held for active in jobs]
         try:
             gpus = [g.to_dict() for g in self._gpus()]
-            reply = client.heartbeat(self._worker_id, held, "busy" if held else "idle", gpus)
+            status = "stopping" if self._closed.is_set() else "busy" if held else "idle"
+            reply = client.heartbeat(self._worker_id, held, status, gpus)
         except LeaseLost:
             self._find_lost(client, jobs)
         except ControlPlaneError as exc:

@@ -19,7 +19,7 @@ from cinecloud.api.errors import ApiError
 from cinecloud.api.openapi import errors
 from cinecloud.api.state import AppState, get_state
 from cinecloud.api.views import artifact_url
-from cinecloud.jobs import JobRecord, LeaseLost
+from cinecloud.jobs import JobRecord, LeaseLost, NotFound
 from cinecloud.jobs.checkpoints import CheckpointLedger, NewCheckpoint
 
 __all__ = ["CHECKPOINT_INVALID", "checkpoint_inputs", "drop_checkpoint", "router"]
@@ -93,9 +93,29 @@ async def checkpoint(job_id: str, body: CheckpointBody, state: State) -> dict[st
     return {"step": record.step, "key": record.key}
 
 
+#: Release reasons that say the worker is stopping (a spot notice, a scale-down): it is
+#: marked ``stopping`` and leases nothing more until it registers again or says it is
+#: ``busy`` or ``idle`` in a heartbeat.
+DRAINING_REASONS = frozenset({"preempted", "worker stopping"})
+STOPPING = "stopping"
+
+
+def _mark_draining(state: AppState, job_id: str, lease_id: str) -> None:
+    try:
+        job = state.jobs.get_job(job_id)
+    except NotFound:
+        return  # the release answers for it
+    if job.lease_id == lease_id and job.lease_owner:
+        state.workers.touch(job.lease_owner, STOPPING)
+
+
 @router.post("/jobs/{job_id}/release")
 async def release(job_id: str, body: ReleaseBody, state: State) -> dict[str, Any]:
     ledger = CheckpointLedger(state.jobs)
+    if body.reason in DRAINING_REASONS:
+        # The worker is going away: its own long poll, in flight, must not lease the job
+        # straight back (it would only give it back again).
+        await run_in_threadpool(_mark_draining, state, job_id, body.lease_id)
     try:
         job = await run_in_threadpool(ledger.release, job_id, body.lease_id, body.reason)
     except LeaseLost as exc:

@@ -21,7 +21,12 @@ from cinecloud.api.auth import WorkerAuth
 from cinecloud.api.bodies import capped
 from cinecloud.api.errors import ApiError
 from cinecloud.api.openapi import errors
-from cinecloud.api.routers.checkpoints import CHECKPOINT_INVALID, checkpoint_inputs, drop_checkpoint
+from cinecloud.api.routers.checkpoints import (
+    CHECKPOINT_INVALID,
+    STOPPING,
+    checkpoint_inputs,
+    drop_checkpoint,
+)
 from cinecloud.api.scheduling import LeaseAsk, billing_for, placement
 from cinecloud.api.state import AppState, get_state
 from cinecloud.api.views import artifact_url
@@ -228,6 +233,12 @@ async def heartbeat(worker_id: str, body: Heartbeat, state: State) -> dict[str, 
     return {"cancel": lost, "lease_ttl_s": ttl}
 
 
+def _stopping(state: AppState, worker_id: str) -> bool:
+    """Whether the worker said it is stopping (a heartbeat, or a release for it)."""
+    worker = state.workers.get(worker_id)
+    return worker is not None and worker.status == STOPPING
+
+
 @router.post("/leases")
 async def lease(body: LeaseRequest, state: State) -> dict[str, Any]:
     q = state.cfg.queue
@@ -237,6 +248,8 @@ async def lease(body: LeaseRequest, state: State) -> dict[str, Any]:
     )
     plan = await run_in_threadpool(placement, state, ask)
     while True:
+        if await run_in_threadpool(_stopping, state, body.worker_id):
+            return {"jobs": []}
         jobs = await run_in_threadpool(
             lambda: state.jobs.lease(
                 body.worker_id,
