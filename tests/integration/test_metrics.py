@@ -150,6 +150,28 @@ def test_metrics_parse_and_follow_a_job(api: tuple[TestClient, AppState, str]) -
     assert after[("cinecloud_workers_registered", ())] == 1
 
 
+def test_requests_are_counted_by_route_template(api: tuple[TestClient, AppState, str]) -> None:
+    client, state, key = api
+    play = Player(client, state)
+    ids = [play.submit(key) for _ in range(3)]
+    auth = {"Authorization": f"Bearer {key}"}
+    for vid in ids:
+        assert client.get(f"/v1/videos/{vid}", headers=auth).status_code == 200
+    assert client.get("/v1/videos/video_nope", headers=auth).status_code == 404
+    assert client.get("/no/such/path").status_code == 404
+    got = samples(scrape(client))
+
+    def count(method: str, route: str, status: str) -> float:
+        labels = (("method", method), ("route", route), ("status", status))
+        return got.get(("cinecloud_http_requests_total", labels), 0.0)
+
+    assert count("POST", "/v1/videos", "200") == 3
+    assert count("GET", "/v1/videos/{video_id}", "200") == 3  # one series, not one per id
+    assert count("GET", "/v1/videos/{video_id}", "404") == 1
+    assert count("GET", "unmatched", "404") == 1
+    assert not [k for k in got if any(vid in str(k) for vid in ids)]
+
+
 def test_canceled_counts_once(api: tuple[TestClient, AppState, str]) -> None:
     """A canceled job that is then deleted was canceled once; a queued job deleted is."""
     client, _, key = api

@@ -17,6 +17,7 @@ from cinecloud.api.errors import install_error_handlers
 from cinecloud.api.limits import AbuseLimits
 from cinecloud.api.loops import Loop, replica_name, run_leader_loops
 from cinecloud.api.openapi import install_openapi
+from cinecloud.api.request_metrics import CountRequests
 from cinecloud.api.routers import (
     admin,
     checkpoints,
@@ -193,6 +194,7 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     )
     app.state.cinecloud = st
     install_error_handlers(app)
+    app.add_middleware(CountRequests, metrics=st.metrics)  # outermost: every request
     app.include_router(videos.router)
     app.include_router(events.router)
     app.include_router(models.router)

@@ -183,6 +183,12 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.http_requests = Counter(
+            "cinecloud_http_requests",
+            "HTTP requests answered, by method, route template and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
         self.webhook_attempts = Counter(
             "cinecloud_webhook_attempts",
             "Webhook HTTP attempts by outcome: delivered, failed, forbidden",
