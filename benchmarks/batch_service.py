@@ -113,10 +113,12 @@ def run_mode(
                         for i in range(max_batch)
                     ]
                     wait_videos(client, _submit(client, warm), timeout=900)
+                before = _control_plane(client, svc)
                 t0 = time.time()  # the server's clock too: both read the wall clock
                 bodies = [{**request, "prompt": prompt(i), "seed": 1000 + i} for i in range(jobs)]
                 ids = _submit(client, bodies)
                 videos = wait_videos(client, ids, timeout=120 + 60 * jobs)
+                cost = _control_plane(client, svc)
                 failed = [v for v in videos.values() if v["status"] != "completed"]
                 if failed:
                     error = failed[0].get("error")
@@ -140,12 +142,40 @@ def run_mode(
         "upload_per_job_s": statistics.fmean(float(v["timings"]["upload"]) for v in done),
         # how many jobs ran in batches of each size
         "batch_sizes": {str(k): n for k, n in sorted(sizes.items())},
+        # the worker's requests to the control plane, and CPU seconds, per job
+        **{f"{k}_per_job": (cost[k] - before[k]) / jobs for k in cost},
         "device": (done[0].get("engine") or {}).get("device"),
     }
 
 
-def _table(rows: list[dict[str, Any]], jobs: int) -> Table:
-    base = rows[0]["videos_per_hour"]
+def _control_plane(client: Any, svc: Service) -> dict[str, float]:
+    """Counters so far: the worker's requests to the control plane (``/internal/``
+    routes but heartbeats, from ``cinecloud_http_requests_total``), and the CPU seconds of the server
+    process and of the worker's parent process (psutil; its engine child and render
+    processes left out)."""
+    text = client.get("/metrics").text
+    requests = 0.0
+    for line in text.splitlines():
+        if not line.startswith("cinecloud_http_requests_total{") or "/heartbeat" in line:
+            continue  # (heartbeats come at a fixed rate, 3 a second while busy, not per job)
+        if 'route="/internal/' in line:
+            requests += float(line.rsplit(" ", 1)[1])
+    out = {"worker_requests": requests}
+    try:
+        import psutil
+    except ImportError:  # the figures it gives are extra: the run goes on without them
+        return out
+    assert svc.proc is not None
+    server = psutil.Process(svc.proc.pid)
+    parents = [p for p in server.children() if "cinecloud.workers" in " ".join(p.cmdline())]
+    for name, procs in (("server_cpu_s", [server]), ("worker_cpu_s", parents)):
+        out[name] = sum(sum(p.cpu_times()[:2]) for p in procs)
+    return out
+
+
+def _table(rows: list[dict[str, Any]], jobs: int, base: float | None = None) -> Table:
+    """The rows, each one's videos per hour as a ratio to ``base`` (the first row's)."""
+    base = base or rows[0]["videos_per_hour"]
     table = Table(title=f"{MODEL}: {jobs} small jobs queued at once ({rows[0]['device']})")
     for col in (
         "max_batch",
@@ -156,6 +186,8 @@ def _table(rows: list[dict[str, Any]], jobs: int) -> Table:
         "render/job s",
         "upload/job s",
         "batch size: jobs",
+        "worker requests/job",
+        "server CPU ms/job",
     ):
         table.add_column(col, justify="right")
     for r in rows:
@@ -168,6 +200,8 @@ def _table(rows: list[dict[str, Any]], jobs: int) -> Table:
             f"{r['render_per_job_s']:.3f}",
             f"{r['upload_per_job_s']:.3f}",
             ", ".join(f"{size}: {n}" for size, n in r["batch_sizes"].items()),
+            f"{r['worker_requests_per_job']:.2f}",
+            f"{r['server_cpu_s_per_job'] * 1000:.1f}" if "server_cpu_s_per_job" in r else "-",
         )
     return table
 
@@ -198,11 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_processes is not None:
         env["CINECLOUD_WORKER__RENDER_PROCESSES"] = str(args.render_processes)
     rows = []
+    console = Console(width=160)
     with tempfile.TemporaryDirectory() as tmp:
         for max_batch in (1, args.batch):
             rows.append(run_mode(max_batch, args.jobs, request, env, Path(tmp), args.db))
+            # each mode's row as soon as it is measured: a run cut short keeps it
+            console.print(_table(rows[-1:], args.jobs, rows[0]["videos_per_hour"]))
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"partial": True, "rows": rows}, indent=2) + "\n")
 
-    Console(width=140).print(_table(rows, args.jobs))
+    console.print(_table(rows, args.jobs))
     ratio = rows[1]["videos_per_hour"] / rows[0]["videos_per_hour"]
     print(f"videos/hour, max_batch={args.batch} over max_batch=1: {ratio:.2f}x")
     result = {
