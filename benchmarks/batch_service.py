@@ -150,9 +150,9 @@ def run_mode(
 
 def _control_plane(client: Any, svc: Service) -> dict[str, float]:
     """Counters so far: the worker's requests to the control plane (``/internal/``
-    routes but heartbeats, from ``cinecloud_http_requests_total``), and the CPU seconds of the server
-    process and of the worker's parent process (psutil; its engine child and render
-    processes left out)."""
+    routes but heartbeats, from ``cinecloud_http_requests_total``), and the CPU
+    seconds of the server process and of the worker's parent process (psutil; its
+    engine child and render processes left out)."""
     text = client.get("/metrics").text
     requests = 0.0
     for line in text.splitlines():
