@@ -18,7 +18,6 @@ Prints the medians and their ratios, and writes ``benchmarks/results/render_once
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import json
 import os
@@ -26,13 +25,14 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cinecloud.testing.trees import checkout_src
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -73,16 +73,6 @@ def serve_renders() -> None:
             shutil.rmtree(out)
 
 
-def _checkout(ref: str, into: Path) -> Path:
-    """``ref``'s ``src/`` unpacked under ``into``."""
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", ref, "src"], check=True, capture_output=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into / "src"
-
-
 def _start(src: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(src)}
     command = [sys.executable, __file__, "--serve"]
@@ -103,7 +93,10 @@ def _render(proc: subprocess.Popen[str]) -> tuple[float, float]:
 def compare(before: str, renders: int) -> dict[str, Any]:
     times: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory() as tmp:
-        procs = {"before": _start(_checkout(before, Path(tmp))), "after": _start(ROOT / "src")}
+        procs = {
+            "before": _start(checkout_src(ROOT, before, Path(tmp))),
+            "after": _start(ROOT / "src"),
+        }
         try:
             for run in range(renders):
                 for side in ("before", "after") if run % 2 == 0 else ("after", "before"):
