@@ -22,6 +22,7 @@ class Player:
         self.wh = auth(state.cfg.worker.token)
         reg = client.post("/internal/v1/workers/register", json={"name": "play"}, headers=self.wh)
         assert reg.status_code == 200, reg.text
+        self.registration: dict[str, Any] = reg.json()
         self.worker_id = str(reg.json()["worker_id"])
 
     def submit(self, key: str, **body: Any) -> str:

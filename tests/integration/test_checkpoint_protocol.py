@@ -212,27 +212,24 @@ def _finish(worker: Worker, run: dict[str, Any]) -> None:
     assert done.status_code == 200, done.text
 
 
+@pytest.mark.parametrize(
+    ("reason", "drains"),
+    [("preempted", True), ("worker stopping", True), ("engine_replaced", False)],
+)
 def test_a_worker_that_gives_back_for_stopping_leases_nothing_more(
-    api: tuple[Worker, AppState, FakeClock],
+    api: tuple[Worker, AppState, FakeClock], reason: str, drains: bool
 ) -> None:
-    # Its own long poll, in flight when it stopped, must not lease the job straight back.
+    # Its own long poll, in flight when it stopped, must not lease the job straight back;
+    # a worker whose engine was replaced goes on leasing.
     w, state, _ = api
     w.submit()
     run = w.lease()
-    assert w.post(run, "release", reason="preempted").status_code == 200
+    assert w.post(run, "release", reason=reason).status_code == 200
     ask = {"worker_id": w.worker_id, "models": [MODEL], "wait_s": 0}
-    assert w.client.post("/internal/v1/leases", json=ask, headers=w.auth).json()["jobs"] == []
+    leased = w.client.post("/internal/v1/leases", json=ask, headers=w.auth).json()["jobs"]
     worker = state.workers.get(w.worker_id)
-    assert worker is not None and worker.status == "stopping"
-    w.beat("idle")  # it stayed after all: leases again
-    assert w.lease()["job_id"] == run["job_id"]
-
-
-def test_a_give_back_for_other_reasons_keeps_the_worker_leasing(
-    api: tuple[Worker, AppState, FakeClock],
-) -> None:
-    w, _, _ = api
-    w.submit()
-    run = w.lease()
-    assert w.post(run, "release", reason="engine_replaced").status_code == 200
-    assert w.lease()["job_id"] == run["job_id"]
+    assert worker is not None and (worker.status == "stopping") == drains
+    assert [j["job_id"] for j in leased] == ([] if drains else [run["job_id"]])
+    if drains:
+        w.beat("idle")  # it stayed after all: leases again
+        assert w.lease()["job_id"] == run["job_id"]

@@ -16,23 +16,20 @@ from cinecloud.api import build_state, create_app
 from cinecloud.api.state import AppState
 from cinecloud.testing.clock import FakeClock
 from tests.conftest import make_config
+from tests.integration.jobplay import MODEL, Player, auth
 
-MODEL = "cinecloud/shapes-t2v"
 
+class Worker(Player):
+    """The worker side, with a user to submit (``state`` and ``user`` for the checks)."""
 
-class Worker:
     def __init__(self, client: TestClient, state: AppState, user_key: str) -> None:
-        self.client, self.state = client, state
-        self.user = {"Authorization": f"Bearer {user_key}"}
-        self.auth = {"Authorization": f"Bearer {state.cfg.worker.token}"}
-        reg = client.post("/internal/v1/workers/register", json={"name": "t"}, headers=self.auth)
-        self.registration = reg.json()
-        self.worker_id = reg.json()["worker_id"]
+        super().__init__(client, state)
+        self.state, self.key = state, user_key
+        self.user, self.auth = auth(user_key), self.wh
 
-    def lease(self, n: int) -> list[dict[str, Any]]:
+    def lease_many(self, n: int) -> list[dict[str, Any]]:
         for seed in range(n):
-            body = {"prompt": "a red ball moving left", "steps": 2, "seed": seed}
-            assert self.client.post("/v1/videos", json=body, headers=self.user).status_code == 200
+            self.submit(self.key, seed=seed)
         ask = {"worker_id": self.worker_id, "models": [MODEL], "max_jobs": n}
         jobs = self.client.post("/internal/v1/leases", json=ask, headers=self.auth).json()["jobs"]
         assert len(jobs) == n
@@ -88,7 +85,7 @@ def test_a_local_store_asks_for_deliveries(worker: Worker) -> None:
 
 
 def test_two_jobs_files_and_completion_in_one_request(worker: Worker) -> None:
-    a, b = worker.lease(2)
+    a, b = worker.lease_many(2)
     parts = {"a0": b"mp4 of a", "a1": b"poster of a", "b0": b"mp4 of b" * 1000}
     upload = {"type": "progress", "stage": "upload", "step": 0, "total_steps": 2, "at": 1.0}
     entries = [
@@ -120,7 +117,7 @@ def test_two_jobs_files_and_completion_in_one_request(worker: Worker) -> None:
 
 
 def test_a_lost_lease_fails_only_its_job(worker: Worker) -> None:
-    a, b = worker.lease(2)
+    a, b = worker.lease_many(2)
     worker.state.jobs.cancel(a["job_id"], worker.state.jobs.get_job(a["job_id"]).tenant_id)
     entries = [entry(a, {"video.mp4": "a0"}), entry(b, {"video.mp4": "b0"})]
     status, body = worker.deliver(entries, {"a0": b"a", "b0": b"b"})
@@ -132,7 +129,7 @@ def test_a_lost_lease_fails_only_its_job(worker: Worker) -> None:
 
 
 def test_bad_deliveries_are_refused_with_a_code(worker: Worker) -> None:
-    (run,) = worker.lease(1)
+    (run,) = worker.lease_many(1)
     status, body = worker.deliver([entry(run, {"video.mp4": "missing"})], {"x": b"x"})
     assert status == 200 and body["jobs"][run["job_id"]]["error"]["code"] == "invalid_manifest"
     assert worker.state.jobs.get_job(run["job_id"]).status == "in_progress"
@@ -153,7 +150,7 @@ def test_bad_deliveries_are_refused_with_a_code(worker: Worker) -> None:
 
 
 def test_many_jobs_events_in_one_request(worker: Worker) -> None:
-    a, b = worker.lease(2)
+    a, b = worker.lease_many(2)
     worker.state.jobs.cancel(b["job_id"], worker.state.jobs.get_job(b["job_id"]).tenant_id)
     step = {"type": "progress", "stage": "denoise", "step": 1, "total_steps": 2}
     body = {
