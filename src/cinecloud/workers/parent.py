@@ -109,6 +109,7 @@ from cinecloud.workers.messages import (
     RunBatch,
     RunJob,
 )
+from cinecloud.workers.outbox import EventOutbox
 from cinecloud.workers.progress import (
     EVENT_INTERVAL_S,
     EventThrottle,
@@ -136,7 +137,6 @@ log = logging.getLogger(__name__)
 BUSY_POLL_S = 0.3
 _CHILD_POLL_S = 0.05
 _RETRY_PAUSE_S = 1.0
-_EVENTS_PAUSE_S = 5.0
 #: Messages from the child handled in one round before its events go out.
 _MESSAGES_PER_ROUND = 64
 _ROOM_POLL_S = 0.5
@@ -214,10 +214,8 @@ class Worker:
         self._pending_load_s = 0.0
         self._load_span: tuple[float, float] | None = None
         self._gpus = gpus  # NVML, sent with each heartbeat
-        self._events_paused_until = 0.0
-        # events of one round of the child's messages, by job, sent together
-        self._outbox: dict[str, tuple[HeldJob, list[dict[str, Any]]]] = {}
-        self._many_events = True  # the control plane takes several jobs' events at once
+        # events of one round of the child's messages, sent together
+        self._events = EventOutbox(self._client, clock)
         self._worker_id: str | None = None
         self._deliveries = False  # files and completion in one request (the registration's)
         self._hb_interval_s = cfg.queue.heartbeat_interval_s
@@ -573,7 +571,7 @@ class Worker:
             log.error("%s", exc)
             self._child_gone(str(exc), crashed=not self._stop.is_set())
         finally:
-            self._flush_events()
+            self._events.flush()
 
     def _on_message(self, msg: Message) -> None:
         job_id = getattr(msg, "job_id", "")
@@ -581,7 +579,7 @@ class Worker:
         if held is None or held.ended or not held.sent:
             return  # a job already dropped
         if not isinstance(msg, Progress):
-            self._flush_events()  # a job's events go before its end (or checkpoint)
+            self._events.flush()  # a job's events go before its end (or checkpoint)
         if isinstance(msg, Checkpoint):
             self._checkpoints.submit(held.job, msg)
         elif isinstance(msg, Progress):
@@ -674,63 +672,7 @@ class Worker:
             event = progress_event(
                 msg.stage, msg.step, msg.total_steps, msg.elapsed_s, msg.at, msg.preview
             )
-            self._outbox.setdefault(held.job_id, (held, []))[1].append(event)
-
-    def _flush_events(self) -> None:
-        """Send the events the last round of messages left (one request for them all)."""
-        pending, self._outbox = list(self._outbox.values()), {}
-        paused = self._clock() < self._events_paused_until
-        if len(pending) > 1 and self._many_events and not paused:
-            items = [(h.job_id, h.job.lease_id, events) for h, events in pending]
-            try:
-                lost = self._client.many_events(items)
-            except ControlPlaneError as exc:
-                if exc.status != 404:
-                    self._pause_events(exc)
-                    return
-                self._many_events = False  # an older control plane: one job at a time
-            except Unreachable as exc:
-                self._pause_events(exc)
-                return
-            else:
-                for held, _ in pending:
-                    if held.job_id in lost:
-                        held.request_cancel("lease lost")
-                return
-        for held, events in pending:
-            self._post_events(held, events)
-
-    def _send_event(
-        self,
-        held: HeldJob,
-        stage: str,
-        step: int,
-        total: int,
-        elapsed_s: float,
-        at: float,
-        preview: str = "",
-    ) -> None:
-        self._post_events(held, [progress_event(stage, step, total, elapsed_s, at, preview)])
-
-    def _post_events(self, held: HeldJob, events: list[dict[str, Any]]) -> None:
-        if self._clock() < self._events_paused_until:
-            return
-        job = held.job
-        try:
-            cancel = self._client.events(job.job_id, job.lease_id, events)
-        except LeaseLost:
-            held.request_cancel("lease lost")
-        except (Unreachable, ControlPlaneError) as exc:
-            self._pause_events(exc)
-        else:
-            if cancel:
-                held.request_cancel("canceled by the control plane")
-
-    def _pause_events(self, exc: Exception) -> None:
-        """Progress is best-effort: while the control plane is away, stop asking for a
-        while so the engine loop keeps up with the child."""
-        log.warning("progress events paused: %s", exc)
-        self._events_paused_until = self._clock() + _EVENTS_PAUSE_S
+            self._events.add(held, event)
 
     # ---------------------------------------------------------- reporting
 
@@ -759,7 +701,8 @@ class Worker:
                 if answer.code:
                     raise ControlPlaneError(400, answer.code, answer.message)
             else:
-                self._send_event(held, "upload", 0, len(done.files), 0.0, self._wall())
+                upload = progress_event("upload", 0, len(done.files), 0.0, self._wall())
+                self._events.send_now(held, [upload])
                 stopping = functools.partial(self._stop_job_requested, held)
                 artifacts = upload_files(self._client, self._uploads, job, done.files, stopping)
                 if artifacts is None:
