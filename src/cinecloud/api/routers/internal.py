@@ -491,7 +491,33 @@ async def _complete(
 MAX_DELIVERY_FILES = 64 * 256
 
 
-@router.post("/deliveries")
+_DELIVERIES_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["manifest"],
+                "properties": {
+                    "manifest": {
+                        "type": "string",
+                        "description": "Deliveries as JSON: {'jobs': [{job_id, lease_id, "
+                        "files: [{name, part, content_type}], events, timings, ...}]}",
+                    }
+                },
+                # each file's bytes, in the field its manifest entry names
+                "additionalProperties": {"type": "string", "format": "binary"},
+            }
+        }
+    },
+}
+
+
+@router.post(
+    "/deliveries",
+    responses=errors(400, 413),
+    openapi_extra={"requestBody": _DELIVERIES_BODY},
+)
 async def deliveries(request: Request, state: State, background: BackgroundTasks) -> dict[str, Any]:
     """Finished jobs' files and outcomes in one request (multipart/form-data: a
     ``manifest`` field holding :class:`Deliveries` as JSON, and each file in the field
