@@ -103,8 +103,14 @@ def run_mode(
     settings = {**limits_env(), **env, "CINECLOUD_WORKER__MAX_BATCH": str(max_batch)}
     here = tmp / f"batch{max_batch}"
     here.mkdir(parents=True)
+    started = time.monotonic()
+
+    def phase(what: str) -> None:  # where a run cut short by a time limit got to
+        print(f"max_batch {max_batch}: {what} at {time.monotonic() - started:.1f} s", flush=True)
+
     with temp_database(db, here) as url:
         svc = Service(here / "home", url, workers=1, env=settings).start()
+        phase("server up")
         try:
             with svc.client() as client:
                 for round_ in range(2):  # the first lease may take part of a batch
@@ -113,12 +119,14 @@ def run_mode(
                         for i in range(max_batch)
                     ]
                     wait_videos(client, _submit(client, warm), timeout=900)
+                    phase(f"warm-up round {round_ + 1} done")
                 before = _control_plane(client, svc)
                 t0 = time.time()  # the server's clock too: both read the wall clock
                 bodies = [{**request, "prompt": prompt(i), "seed": 1000 + i} for i in range(jobs)]
                 ids = _submit(client, bodies)
                 videos = wait_videos(client, ids, timeout=120 + 60 * jobs)
                 cost = _control_plane(client, svc)
+                phase(f"{jobs} jobs done")
                 failed = [v for v in videos.values() if v["status"] != "completed"]
                 if failed:
                     error = failed[0].get("error")
