@@ -8,4 +8,4 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 ruff check src tests benchmarks scripts
 ruff format --check src tests benchmarks scripts
 mypy
-python -m pytest -m "not gpu" "$@"
+python -m pytest -m "not gpu" --durations=20 "$@"
