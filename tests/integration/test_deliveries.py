@@ -136,6 +136,10 @@ def test_bad_deliveries_are_refused_with_a_code(worker: Worker) -> None:
 
     status, body = worker.deliver([entry(run, {"../evil": "x"})], {"x": b"x"})
     assert body["jobs"][run["job_id"]]["error"]["code"] == "invalid_name"
+    bad_type = entry(run, {"video.mp4": "x"})
+    bad_type["files"][0]["content_type"] = "not a type"
+    status, body = worker.deliver([bad_type], {"x": b"x"})
+    assert body["jobs"][run["job_id"]]["error"]["code"] == "invalid_content_type"
 
     resp = worker.client.post(
         "/internal/v1/deliveries", data={"manifest": "{"}, headers=worker.auth

@@ -608,9 +608,12 @@ def _store_files(
             raise ApiError(400, "invalid_manifest", f"no form field '{f.part}' for '{f.name}'")
         try:
             key = blob_key(job.tenant_id, job.id, f.name)
-            ctype = validate_content_type(f.content_type)
-        except (InvalidKey, ValueError) as exc:
+        except InvalidKey as exc:
             raise ApiError(400, "invalid_name", str(exc)) from None
+        try:
+            ctype = validate_content_type(f.content_type)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_content_type", str(exc)) from None
         upload.file.seek(0)
         chunks = iter(functools.partial(upload.file.read, CHUNK), b"")
         info = state.store.put_stream(key, chunks, ctype, max_bytes=MAX_UPLOAD_BYTES)
