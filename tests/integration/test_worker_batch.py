@@ -146,6 +146,18 @@ def test_compatible_jobs_share_one_engine_call(
     assert "batch" not in (videos[alone]["engine"] or {})
     assert max(denoise_events(events[alone])) == STEPS - 2
 
+    # the batch's jobs reported each step together, and were delivered together (at
+    # least two of its three in one request: the third may render late)
+    assert _requests(client, "/internal/v1/events") > 0
+    assert 0 < _requests(client, "/internal/v1/deliveries") <= len(done)  # of 4 completed
+
+
+def _requests(client: httpx.Client, route: str) -> float:
+    """How many ``route`` requests the server has answered 200."""
+    line = f'cinecloud_http_requests_total{{method="POST",route="{route}",status="200"}}'
+    found = [ln for ln in client.get("/metrics").text.splitlines() if ln.startswith(line)]
+    return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
 
 def test_a_failed_batch_runs_its_jobs_one_by_one(
     service: Service, client: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
