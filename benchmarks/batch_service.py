@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cinecloud.testing.databases import temp_database
-from cinecloud.testing.service import Service, limits_env, wait_videos
+from cinecloud.testing.service import Service, control_plane_cost, limits_env, wait_videos
 
 MODEL = "cinecloud/shapes-t2v"
 ENGINE = ("text_encode", "denoise", "decode")
@@ -120,12 +120,12 @@ def run_mode(
                     ]
                     wait_videos(client, _submit(client, warm), timeout=900)
                     phase(f"warm-up round {round_ + 1} done")
-                before = _control_plane(client, svc)
+                before = control_plane_cost(client, svc)
                 t0 = time.time()  # the server's clock too: both read the wall clock
                 bodies = [{**request, "prompt": prompt(i), "seed": 1000 + i} for i in range(jobs)]
                 ids = _submit(client, bodies)
                 videos = wait_videos(client, ids, timeout=120 + 60 * jobs)
-                cost = _control_plane(client, svc)
+                cost = control_plane_cost(client, svc)
                 phase(f"{jobs} jobs done")
                 failed = [v for v in videos.values() if v["status"] != "completed"]
                 if failed:
@@ -154,31 +154,6 @@ def run_mode(
         **{f"{k}_per_job": (cost[k] - before[k]) / jobs for k in cost},
         "device": (done[0].get("engine") or {}).get("device"),
     }
-
-
-def _control_plane(client: Any, svc: Service) -> dict[str, float]:
-    """Counters so far: the worker's requests to the control plane (``/internal/``
-    routes but heartbeats, from ``cinecloud_http_requests_total``), and the CPU
-    seconds of the server process and of the worker's parent process (psutil; its
-    engine child and render processes left out)."""
-    text = client.get("/metrics").text
-    requests = 0.0
-    for line in text.splitlines():
-        if not line.startswith("cinecloud_http_requests_total{") or "/heartbeat" in line:
-            continue  # (heartbeats come at a fixed rate, 3 a second while busy, not per job)
-        if 'route="/internal/' in line:
-            requests += float(line.rsplit(" ", 1)[1])
-    out = {"worker_requests": requests}
-    try:
-        import psutil
-    except ImportError:  # the figures it gives are extra: the run goes on without them
-        return out
-    assert svc.proc is not None
-    server = psutil.Process(svc.proc.pid)
-    parents = [p for p in server.children() if "cinecloud.workers" in " ".join(p.cmdline())]
-    for name, procs in (("server_cpu_s", [server]), ("worker_cpu_s", parents)):
-        out[name] = sum(sum(p.cpu_times()[:2]) for p in procs)
-    return out
 
 
 def _table(rows: list[dict[str, Any]], jobs: int, base: float | None = None) -> Table:

@@ -31,43 +31,17 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from cinecloud.testing.service import Service, limits_env, wait_videos
+from cinecloud.testing.service import Service, control_plane_cost, limits_env, wait_videos
 from cinecloud.testing.trees import checkout_src
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MODEL = "cinecloud/shapes-t2v"
 SIDES = ("before", "after")
-
-
-def _counters(client: Any, svc: Service) -> dict[str, float]:
-    """CPU seconds of the server and of the worker's parent so far, and the worker's
-    requests (where the server counts them)."""
-    import psutil
-
-    assert svc.proc is not None
-    server = psutil.Process(svc.proc.pid)
-    parents = [p for p in server.children() if "cinecloud.workers" in " ".join(p.cmdline())]
-    out = {
-        "server_cpu_s": sum(server.cpu_times()[:2]),
-        "worker_cpu_s": sum(sum(p.cpu_times()[:2]) for p in parents),
-    }
-    text = client.get("/metrics").text
-    counted = [
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("cinecloud_http_requests_total{")
-        and 'route="/internal/' in line
-        and "/heartbeat" not in line
-    ]
-    if counted:
-        out["worker_requests"] = sum(counted)
-    return out
 
 
 FAKE_ENGINE = "cinecloud.testing.fake_runner:fake_runner_factory"
@@ -99,11 +73,11 @@ def run(src: Path, max_batch: int, jobs: int, tmp: Path, fake: bool) -> dict[str
                 ]
 
             wait_videos(client, submit(max_batch, 0), timeout=600)
-            before = _counters(client, svc)
+            before = control_plane_cost(client, svc)
             t0 = time.monotonic()
             videos = wait_videos(client, submit(jobs, 1000), 120 + 60 * jobs, poll_s=1.0)
             wall = time.monotonic() - t0
-            after = _counters(client, svc)
+            after = control_plane_cost(client, svc)
     finally:
         svc.stop()
     if any(v["status"] != "completed" for v in videos.values()):

@@ -25,7 +25,13 @@ from cinecloud.engine.registry import GenerationParams, ModelSpec
 from cinecloud.engine.runner import RunResult, StepInfo
 from cinecloud.testing.fake_runner import FakeRunner
 from cinecloud.testing.fleet import Workers, job_events, wait_for_video, wait_until
-from cinecloud.testing.service import Service, limits_env, quick_queue_env, running
+from cinecloud.testing.service import (
+    Service,
+    limits_env,
+    quick_queue_env,
+    request_counts,
+    running,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -148,15 +154,9 @@ def test_compatible_jobs_share_one_engine_call(
 
     # the batch's jobs reported each step together, and were delivered together (at
     # least two of its three in one request: the third may render late)
-    assert _requests(client, "/internal/v1/events") > 0
-    assert 0 < _requests(client, "/internal/v1/deliveries") <= len(done)  # of 4 completed
-
-
-def _requests(client: httpx.Client, route: str) -> float:
-    """How many ``route`` requests the server has answered 200."""
-    line = f'cinecloud_http_requests_total{{method="POST",route="{route}",status="200"}}'
-    found = [ln for ln in client.get("/metrics").text.splitlines() if ln.startswith(line)]
-    return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+    counts = request_counts(client)
+    assert counts.get(("POST", "/internal/v1/events", "200"), 0) > 0
+    assert 0 < counts.get(("POST", "/internal/v1/deliveries", "200"), 0) <= len(done)  # of 4
 
 
 def test_a_failed_batch_runs_its_jobs_one_by_one(

@@ -18,9 +18,11 @@ import httpx
 __all__ = [
     "NO_LIMITS",
     "Service",
+    "control_plane_cost",
     "free_port",
     "limits_env",
     "quick_queue_env",
+    "request_counts",
     "running",
     "wait_videos",
 ]
@@ -190,3 +192,41 @@ class Service:
             timeout=30,
             **kw,
         )
+
+
+def request_counts(client: httpx.Client) -> dict[tuple[str, str, str], float]:
+    """The server's ``cinecloud_http_requests_total`` so far, by (method, route, status)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.labels["method"], s.labels["route"], s.labels["status"]): s.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        if family.name == "cinecloud_http_requests"
+        for s in family.samples
+        if s.name == "cinecloud_http_requests_total"
+    }
+
+
+def control_plane_cost(client: httpx.Client, svc: Service) -> dict[str, float]:
+    """Counters so far, for the work per job a benchmark divides out: the worker's
+    requests to the control plane (``/internal/`` routes but heartbeats, which come at a
+    fixed rate, not per job), and the CPU seconds (user + system) of the server process
+    and of its workers' parent processes (their engine and render processes left out;
+    without psutil, a dev dependency, the requests alone)."""
+    requests = sum(
+        n
+        for (_, route, _), n in request_counts(client).items()
+        if route.startswith("/internal/") and not route.endswith("/heartbeat")
+    )
+    try:
+        import psutil
+    except ImportError:
+        return {"worker_requests": requests}
+    assert svc.proc is not None
+    server = psutil.Process(svc.proc.pid)
+    parents = [p for p in server.children() if "cinecloud.workers" in " ".join(p.cmdline())]
+    return {
+        "worker_requests": requests,
+        "server_cpu_s": sum(server.cpu_times()[:2]),
+        "worker_cpu_s": sum(sum(p.cpu_times()[:2]) for p in parents),
+    }
