@@ -742,8 +742,9 @@ class Worker:
         files = [(f.name, Path(f.path), f.content_type) for f in done.files]
         upload = progress_event("upload", 0, len(files), 0.0, self._wall())
         item = Delivery(job.job_id, job.lease_id, files, {**report, "events": [upload]}, ready_at)
-        group = held.delivery or DeliveryGroup([job.job_id], 0.0, self._clock)
-        return group.deliver(item, send)
+        if held.delivery is None:  # a job alone goes at once
+            return send([item])[job.job_id]
+        return held.delivery.deliver(item, send)
 
     def _report_failure(self, job: RunJob, failed: Failed) -> None:
         log.warning("job %s failed (%s): %s", job.job_id, failed.code, failed.message)
