@@ -21,6 +21,7 @@ from cinecloud.api.request_metrics import CountRequests
 from cinecloud.api.routers import (
     admin,
     checkpoints,
+    completion,
     events,
     health,
     internal,
@@ -204,6 +205,7 @@ def create_app(cfg: Config, state: AppState | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(internal.router)
     app.include_router(internal.upload_router)
+    app.include_router(completion.router)
     app.include_router(checkpoints.router)
     app.include_router(webhooks.router)
     app.include_router(create_origin_router(st.store, secret=cfg.delivery.secret, clock=st.clock))
