@@ -26,7 +26,18 @@ the ``at`` stamps on its progress events) and where the wall without engine work
 before the first engine start, between jobs, and after the last engine end (the last
 render, its pickup, upload and completion). With several runs, ratios to the first.
 
-On a GPU the default model's jobs take about 0.3 s of engine time, so these fixed costs
+On a GPU it also samples NVML's utilisation of the GPU (the share of each sample period
+in which a kernel ran) every 0.1 s and reports its mean over the wall: busy as the card
+saw it, engine seconds aside.
+
+A real family at full size runs through the same worker from a random-weight
+checkpoint (``benchmarks/random_checkpoint.py``) in ``--models-dir``:
+
+    python benchmarks/random_checkpoint.py --out models --device cuda
+    python benchmarks/engine_busy.py --device cuda --modes on --models-dir models \
+        --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --steps 20
+
+On a GPU our own model's jobs take about 0.04 s of engine time, so these fixed costs
 weigh heavily. ``--steps 1`` to ``3`` gives jobs of a similar length on a CPU. A small
 CPU box shares its cores between the engine, the server, the worker and anything else
 running: compare runs made back to back under the same load, several times.
@@ -39,8 +50,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +61,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from cinecloud.telemetry.gpu import sample_gpus
 from cinecloud.testing.databases import temp_database
 from cinecloud.testing.service import Service, limits_env, wait_videos
 
@@ -126,6 +140,37 @@ def steady(jobs: list[dict[str, float]], engine_s: float) -> dict[str, Any]:
     }
 
 
+class UtilisationSampler:
+    """NVML's utilisation of GPU 0, sampled every ``period_s`` on a thread, with the wall
+    clock of each sample; nothing without NVML or a GPU."""
+
+    def __init__(self, period_s: float = 0.1) -> None:
+        self.period_s = period_s
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            gpus = sample_gpus()
+            if not gpus:
+                return
+            self.samples.append((time.time(), gpus[0].utilization))
+
+    def __enter__(self) -> UtilisationSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def mean(self, start: float, end: float) -> float | None:
+        """The mean utilisation of the samples taken from ``start`` to ``end``."""
+        inside = [u for t, u in self.samples if start <= t <= end]
+        return statistics.fmean(inside) if inside else None
+
+
 def run_mode(
     overlap: bool,
     jobs: int,
@@ -153,21 +198,26 @@ def run_mode(
                 response = client.post("/v1/videos", json={**request, "seed": 10_000})
                 if response.status_code != 200:
                     raise SystemExit(f"the server refused the job: {response.text}")
-                wait_videos(client, [response.json()["id"]], timeout=600)
-                t0 = time.time()  # the server's clock too: both read the wall clock
-                ids = [
-                    client.post("/v1/videos", json={**request, "seed": i}).json()["id"]
-                    for i in range(jobs)
-                ]
-                videos = wait_videos(client, ids, timeout=60 * jobs)
+                wait_videos(client, [response.json()["id"]], timeout=900)
+                with UtilisationSampler() as gpu:
+                    t0 = time.time()  # the server's clock too: both read the wall clock
+                    ids = [
+                        client.post("/v1/videos", json={**request, "seed": i}).json()["id"]
+                        for i in range(jobs)
+                    ]
+                    videos = wait_videos(client, ids, timeout=120 * jobs)
                 failed = [v for v in videos.values() if v["status"] != "completed"]
                 if failed:
                     error = failed[0].get("error")
                     raise RuntimeError(f"{len(failed)} jobs did not complete: {error}")
                 times = [timeline(videos[i], _events(client, i), t0) for i in ids]
+        except BaseException:
+            print(svc.tail(80), file=sys.stderr)  # the server's and worker's log, to see why
+            raise
         finally:
             svc.stop()
     wall = max(j["complete"] for j in times)
+    gpu_busy = gpu.mean(t0, t0 + wall)
     engine = [sum(float(v["timings"][k]) for k in ENGINE) for v in videos.values()]
     render = [float(v["timings"]["render"]) for v in videos.values()]
     upload = [float(v["timings"]["upload"]) for v in videos.values()]
@@ -178,10 +228,13 @@ def run_mode(
         "wall_s": wall,
         "engine_s": sum(engine),
         "busy": sum(engine) / wall,
+        "gpu_utilisation": gpu_busy,
+        "gpu_samples": len(gpu.samples),
         "engine_per_job_s": sum(engine) / jobs,
         "render_per_job_s": sum(render) / jobs,
         "upload_per_job_s": sum(upload) / jobs,
         "device": next(iter(videos.values()))["engine"].get("device"),
+        "video": {k: next(iter(videos.values())).get(k) for k in ("size", "num_frames", "steps")},
         "gaps_s": gaps(times),
         "steady": steady(times, sum(engine)),
         "timeline": sorted(times, key=lambda j: j["engine_start"]),
@@ -214,12 +267,16 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _summary(rows: list[dict[str, Any]], jobs: int) -> Table:
-    table = Table(title=f"Engine busy share, {jobs} jobs queued at once ({rows[0]['device']})")
+    video = rows[0].get("video") or {}
+    shape = f"{video.get('size')}, {video.get('num_frames')} frames, {video.get('steps')} steps"
+    where = f"{rows[0]['device']}; {shape}"
+    table = Table(title=f"Engine busy share, {jobs} jobs queued at once ({where})")
     for col in (
         "overlap/render",
         "wall s",
         "engine s",
         "busy",
+        "GPU util",
         "steady s",
         "steady busy",
         "gap mean s",
@@ -236,6 +293,7 @@ def _summary(rows: list[dict[str, Any]], jobs: int) -> Table:
             f"{r['wall_s']:.2f}",
             f"{r['engine_s']:.2f}",
             f"{100 * r['busy']:.1f}%",
+            "-" if r["gpu_utilisation"] is None else f"{100 * r['gpu_utilisation']:.1f}%",
             f"{st['window_s']:.2f}",
             f"{100 * st['busy']:.1f}%",
             f"{st['gap_mean_s']:.3f}",
@@ -287,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=10)
     p.add_argument("--model", default=None, help="default: the service's default model")
     p.add_argument("--steps", type=int, default=None, help="default: the model's")
+    p.add_argument("--size", default=None, help="WxH (default: the model's)")
+    p.add_argument("--frames", type=int, default=None, help="default: the model's")
+    p.add_argument("--models-dir", type=Path, default=None, help="engine.models_dir")
     p.add_argument("--device", default=None, help="engine device (default: the config's)")
     p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--modes", nargs="+", choices=("off", "on"), default=["off", "on"])
@@ -306,35 +367,48 @@ def main(argv: list[str] | None = None) -> int:
         request["model"] = args.model
     if args.steps:
         request["steps"] = args.steps
+    if args.size:
+        request["size"] = args.size
+    if args.frames:
+        request["num_frames"] = args.frames
     env = {"CINECLOUD_ENGINE__DEVICE": args.device} if args.device else {}
+    if args.models_dir:
+        env["CINECLOUD_ENGINE__MODELS_DIR"] = str(args.models_dir.resolve())
+    if args.model:  # the worker loads this one (by default it serves the default model)
+        env["CINECLOUD_WORKER__MODELS"] = json.dumps([args.model])
     counts: list[int | None] = list(args.render_processes or [None])
     runs = [
         (mode == "on", n) for mode in args.modes for n in (counts if mode == "on" else counts[:1])
     ]
-    rows = []
+    console = Console(width=160)
+    rows: list[dict[str, Any]] = []
+
+    def write() -> None:
+        result: dict[str, Any] = {
+            "date": time.strftime("%Y-%m-%d"),
+            "request": request,
+            "db": args.db,
+            "rows": rows,
+            "ratios": ratios(rows) if len(rows) > 1 else [],
+        }
+        if [r["overlap"] for r in rows] == [False, True]:
+            result["wall_ratio_off_on"] = rows[0]["wall_s"] / rows[1]["wall_s"]
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
         for i, (overlap, n) in enumerate(runs):
             where = Path(tmp) / f"run{i}"
             rows.append(run_mode(overlap, args.jobs, request, env, where, args.db, n))
+            write()  # a run cut short keeps the modes it finished
+            console.print(_summary(rows[-1:], args.jobs))
 
-    console = Console(width=160)
     console.print(_summary(rows, args.jobs))
     if len(rows) > 1:
         console.print(_ratios_table(rows))
     for r in rows:
         console.print(_gaps_table(r))
         console.print(_timeline_table(r))
-    result: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d"),
-        "request": request,
-        "db": args.db,
-        "rows": rows,
-        "ratios": ratios(rows) if len(rows) > 1 else [],
-    }
-    if [r["overlap"] for r in rows] == [False, True]:
-        result["wall_ratio_off_on"] = rows[0]["wall_s"] / rows[1]["wall_s"]
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0
 
