@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cinecloud.config import QcConfig
-from cinecloud.engine.families.base import to_uint8_frames
+from cinecloud.engine.families.base import decoded_to_uint8, to_uint8_frames
 from cinecloud.engine.finite import NonFiniteFrames, to_uint8
 from cinecloud.engine.registry import GenerationParams
 from cinecloud.render.qc import QcFailed, QcStats, judge, measure, run_qc
@@ -57,6 +57,38 @@ def test_non_finite_values_anywhere_are_refused(bad: float) -> None:
     with pytest.raises(NonFiniteFrames):
         to_uint8(floats)
     assert "nan:" in failures(floats)[0]  # the gate counts them on float frames too
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("seed", range(3))
+def test_the_device_conversion_gives_the_frames_of_the_host_one(dtype: str, seed: int) -> None:
+    torch = pytest.importorskip("torch")
+    from diffusers.video_processor import VideoProcessor
+
+    processor = VideoProcessor(vae_scale_factor=8)
+    gen = torch.Generator().manual_seed(seed)
+    # a decoded batch of two (B, C, F, H, W), past [-1, 1] in places so the clamp counts
+    video = (1.3 * torch.randn(2, 3, 5, 24, 40, generator=gen)).to(getattr(torch, dtype))
+    host = to_uint8_frames(processor.postprocess_video(video, output_type="np"))
+    frames = decoded_to_uint8(processor, video)
+    assert frames.dtype == np.uint8 and frames.shape == (5, 24, 40, 3)
+    assert frames.flags.c_contiguous
+    assert np.array_equal(frames, host)
+    assert 0 < int((frames == 255).sum()) < frames.size  # not all clamped, not none
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_the_device_conversion_refuses_non_finite_values(bad: float) -> None:
+    torch = pytest.importorskip("torch")
+    from diffusers.video_processor import VideoProcessor
+
+    video = torch.zeros(1, 3, 4, 16, 16)
+    video[0, 1, 2, 3, 4] = bad
+    if bad == np.inf:  # the processor's clamp takes infinity to 1, as the host path does
+        assert decoded_to_uint8(VideoProcessor(), video)[2, 3, 4, 1] == 255
+        return
+    with pytest.raises(NonFiniteFrames, match="nan: 1 of 3072"):
+        decoded_to_uint8(VideoProcessor(), video)
 
 
 def test_finite_frames_convert_as_before() -> None:

@@ -20,7 +20,7 @@ from cinecloud.engine.families.base import (
     PipelineFamily,
     check_frames,
     check_size,
-    to_uint8_frames,
+    decoded_to_uint8,
 )
 from cinecloud.engine.registry import GenerationParams
 
@@ -95,6 +95,6 @@ class CogVideoXT2V(PipelineFamily[CogVideoXPipeline]):
         pipe = self.pipe
         with torch.inference_mode():
             video = pipe.decode_latents(latents.latents[:, latents.padding :])
-            frames = pipe.video_processor.postprocess_video(video=video, output_type="np")
+            frames = decoded_to_uint8(pipe.video_processor, video)
         self._sync()
-        return to_uint8_frames(frames)
+        return frames

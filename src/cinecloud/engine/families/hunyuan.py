@@ -23,7 +23,7 @@ from cinecloud.engine.families.base import (
     PipelineFamily,
     check_frames,
     check_size,
-    to_uint8_frames,
+    decoded_to_uint8,
 )
 from cinecloud.engine.registry import GenerationParams
 
@@ -84,6 +84,6 @@ class HunyuanT2V(PipelineFamily[HunyuanVideoPipeline]):
         with torch.inference_mode():
             latents = latents.to(vae.dtype) / vae.config.scaling_factor
             video = vae.decode(latents, return_dict=False)[0]
-            frames = pipe.video_processor.postprocess_video(video, output_type="np")
+            frames = decoded_to_uint8(pipe.video_processor, video)
         self._sync()
-        return to_uint8_frames(frames)
+        return frames

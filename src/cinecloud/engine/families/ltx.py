@@ -23,8 +23,8 @@ from cinecloud.engine.families.base import (
     PipelineFamily,
     check_frames,
     check_size,
+    decoded_to_uint8,
     require_image,
-    to_uint8_frames,
 )
 from cinecloud.engine.registry import GenerationParams
 
@@ -122,9 +122,9 @@ class LTXT2V(PipelineFamily[Any]):
             if vae.config.timestep_conditioning:
                 timestep = torch.zeros(grid.shape[0], device=grid.device, dtype=grid.dtype)
             video = vae.decode(grid, timestep, return_dict=False)[0]
-            frames = pipe.video_processor.postprocess_video(video, output_type="np")
+            frames = decoded_to_uint8(pipe.video_processor, video)
         self._sync()
-        return to_uint8_frames(frames)
+        return frames
 
 
 class LTXI2V(LTXT2V):

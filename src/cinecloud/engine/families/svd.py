@@ -28,8 +28,8 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 from cinecloud.engine.families.base import (
     PipelineFamily,
     check_size,
+    decoded_to_uint8,
     require_image,
-    to_uint8_frames,
 )
 from cinecloud.engine.registry import GenerationParams
 
@@ -86,6 +86,6 @@ class StableVideoDiffusion(PipelineFamily[StableVideoDiffusionPipeline]):
         num_frames = latents.shape[1]
         with torch.inference_mode():
             video = pipe.decode_latents(latents.to(pipe.vae.dtype), num_frames, num_frames)
-            frames = pipe.video_processor.postprocess_video(video=video, output_type="np")
+            frames = decoded_to_uint8(pipe.video_processor, video)
         self._sync()
-        return to_uint8_frames(frames)
+        return frames

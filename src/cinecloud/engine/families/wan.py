@@ -23,7 +23,7 @@ from cinecloud.engine.families.base import (
     PipeT,
     check_frames,
     check_size,
-    to_uint8_frames,
+    decoded_to_uint8,
 )
 from cinecloud.engine.registry import GenerationParams
 
@@ -48,8 +48,7 @@ def decode_wan_latents(pipe: Any, latents: torch.Tensor) -> np.ndarray:
         inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z_dim, 1, 1, 1)
         latents = latents / inv_std.to(latents) + mean.to(latents)
         video = vae.decode(latents, return_dict=False)[0]
-        frames = pipe.video_processor.postprocess_video(video, output_type="np")
-    return to_uint8_frames(frames)
+        return decoded_to_uint8(pipe.video_processor, video)
 
 
 @dataclass(frozen=True)
