@@ -2,8 +2,9 @@
 
 It loads the worker's models, says :class:`Ready`, then runs one :class:`RunJob`
 at a time on the engine, sending :class:`Progress` on every engine step. When the
-engine is done it sends the ``render`` progress, saves the frames into the job's
-directory and hands them to its render process (:mod:`cinecloud.workers.renderer`);
+engine is done it sends the ``render`` progress and, on a handoff thread, saves the
+frames into the job's directory and hands them to a render process
+(:mod:`cinecloud.workers.renderer`);
 what that answers becomes the job's :class:`Done` (or :class:`Failed`). The engine
 meanwhile takes the next :class:`RunJob`, so rendering one job overlaps denoising the
 next, and the render cannot slow the engine's own process down. Between
@@ -39,6 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -260,6 +262,7 @@ class _Child:
         trust = TrustSettings.from_config(cfg).to_dict()
         size = render_pool_size(cfg.worker.render_processes)
         self._renderer = RenderPool(self._on_rendered, trust, size=size)
+        self._handoff = ThreadPoolExecutor(max_workers=1, thread_name_prefix="handoff")
         self._rendering: dict[str, _EngineDone] = {}
 
     def send(self, msg: Message) -> None:
@@ -425,7 +428,6 @@ class _Child:
         # The engine is free: "render" tells the parent so; the next job runs on the engine
         # while the render process encodes this one.
         self.send(Progress(job.job_id, "render", 0, 1, 0.0, self._wall()))
-        frames = save_frames(result.frames, out_dir / "frames.npy")
         self._rendering[job.job_id] = _EngineDone(
             timings={k: float(result.timings.get(k, 0.0)) for k in _ENGINE_STAGES},
             seed=int(result.seed),
@@ -435,11 +437,34 @@ class _Child:
             engine=dict(getattr(result, "engine", {})),
             spans=engine_spans(started_at, marks.get("denoise"), ended_at, result.timings),
         )
-        display_size = loaded.spec.defaults.display_size
-        self._renderer.submit(
-            Render(job.job_id, str(frames), str(out_dir), int(result.fps), display_size, job.model)
-        )
+        self._hand_off(job, result, out_dir, loaded)
         return None
+
+    def _hand_off(self, job: RunJob, result: Any, out_dir: Path, loaded: _Loaded) -> None:
+        """Save the job's frames where its render process reads them and queue the render,
+        on the handoff thread: the frames of a full-size video are about 100 MB, whose write
+        the next job's engine work should not wait for. Ordered, one job after another;
+        a failed write fails the job (retryable) and its render never starts."""
+        render = Render(
+            job.job_id,
+            str(out_dir / "frames.npy"),
+            str(out_dir),
+            int(result.fps),
+            loaded.spec.defaults.display_size,
+            job.model,
+        )
+
+        def work() -> None:
+            try:
+                save_frames(result.frames, Path(render.frames_path))
+                self._renderer.submit(render)
+            except Exception as exc:
+                log.exception("handing job %s to its render failed", job.job_id)
+                if self._rendering.pop(job.job_id, None) is not None:
+                    message = f"could not hand the frames to the render: {exc}"
+                    self.send(_failed(job, FailureCode.ENGINE_ERROR, message, retryable=True))
+
+        self._handoff.submit(work)
 
     # ---------------------------------------------------------- a batch of jobs
 
@@ -515,7 +540,6 @@ class _Child:
             job, result = share.job, share.result
             out_dir = job_dir(self._cfg.worker.work_dir, job.job_id)
             out_dir.mkdir(parents=True, exist_ok=True)
-            frames = save_frames(result.frames, out_dir / "frames.npy")
             engine = dict(getattr(result, "engine", {}))
             engine["batch_engine_s"] = f"{engine_s:.6f}"
             self._rendering[job.job_id] = _EngineDone(
@@ -527,12 +551,7 @@ class _Child:
                 engine=engine,
                 spans=dict(spans),
             )
-            display_size = loaded.spec.defaults.display_size
-            self._renderer.submit(
-                Render(
-                    job.job_id, str(frames), str(out_dir), int(result.fps), display_size, job.model
-                )
-            )
+            self._hand_off(job, result, out_dir, loaded)
 
     def _run_each(self, batch: BatchRun | None, first_error: Exception | None = None) -> None:
         """The batch's live jobs one at a time on the single-job path; a job canceled
@@ -571,6 +590,7 @@ class _Child:
 
     def drain(self) -> None:
         """Wait for the renders in hand to finish and report."""
+        self._handoff.shutdown(wait=True)
         self._renderer.stop(timeout=self._cfg.worker.cancel_grace_s + 30.0)
 
 
