@@ -179,6 +179,7 @@ def run_mode(
     tmp: Path,
     db: str,
     render_processes: int | None = None,
+    log_to: Path | None = None,
 ) -> dict[str, Any]:
     """One fresh service; warm-up, then ``jobs`` at once."""
     # one job per engine call: this measures the overlap of jobs (batches of several are
@@ -216,6 +217,8 @@ def run_mode(
             raise
         finally:
             svc.stop()
+            if log_to is not None:  # the server's and worker's log, beside the JSON
+                log_to.write_bytes(svc.log.read_bytes())
     wall = max(j["complete"] for j in times)
     gpu_busy = gpu.mean(t0, t0 + wall)
     engine = [sum(float(v["timings"][k]) for k in ENGINE) for v in videos.values()]
@@ -233,6 +236,9 @@ def run_mode(
         "engine_per_job_s": sum(engine) / jobs,
         "render_per_job_s": sum(render) / jobs,
         "upload_per_job_s": sum(upload) / jobs,
+        "stages_per_job_s": {
+            k: sum(float(v["timings"].get(k, 0.0)) for v in videos.values()) / jobs for k in ENGINE
+        },
         "device": next(iter(videos.values()))["engine"].get("device"),
         "video": {k: next(iter(videos.values())).get(k) for k in ("size", "num_frames", "steps")},
         "gaps_s": gaps(times),
@@ -399,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for i, (overlap, n) in enumerate(runs):
             where = Path(tmp) / f"run{i}"
-            rows.append(run_mode(overlap, args.jobs, request, env, where, args.db, n))
+            log_to = args.json.with_name(f"{args.json.stem}-{i}.log")
+            rows.append(run_mode(overlap, args.jobs, request, env, where, args.db, n, log_to))
             write()  # a run cut short keeps the modes it finished
             console.print(_summary(rows[-1:], args.jobs))
 
