@@ -362,3 +362,37 @@ def test_event_ids_pass_32_bits(stores: tuple[JobStore, AccountStore]) -> None:
     later = jobs.events_after(job.id, high)
     assert [e.type for e in later] == ["canceled"]
     assert later[0].id > high
+
+
+def test_progress_of_several_jobs_is_recorded_together_and_lost_leases_named(
+    stores: tuple[JobStore, AccountStore], clock: FakeClock
+) -> None:
+    jobs, accounts = stores
+    tenant = accounts.ensure_tenant("a").id
+    for _ in range(3):
+        jobs.create_job(_new(tenant))
+    held = jobs.lease("w1", [MODEL], ttl_s=10, max_jobs=3)
+    assert len(held) == 3
+    first, second, third = held
+    jobs.cancel(third.id, tenant)  # its lease goes with it
+    clock.advance(4)
+
+    def step(n: int) -> dict[str, object]:
+        return {"type": "progress", "stage": "denoise", "step": n, "total_steps": 4}
+
+    lost = jobs.progress_many(
+        [
+            (first.id, first.lease_id or "", [step(1), step(2)]),
+            (second.id, "not-its-lease", [step(1)]),
+            (third.id, third.lease_id or "", [step(1)]),
+        ],
+        ttl_s=10,
+    )
+    assert lost == [second.id, third.id]
+    recorded = [e.data.get("step") for e in jobs.events_after(first.id, 0) if e.type == "progress"]
+    assert recorded == [1, 2]
+    assert jobs.get_job(first.id).step == 2
+    assert not [e for e in jobs.events_after(second.id, 0) if e.type == "progress"]
+    # the reporting job's lease runs 10 s from now; the other's ran out 10 s after leasing
+    clock.advance(7)
+    assert jobs.expire_leases() == [second.id]

@@ -419,15 +419,37 @@ class JobStore:
         """Record progress events from the worker and extend its lease."""
         with write_tx(self.engine) as conn:
             self._held(conn, job_id, lease_id)
-            values: dict[str, Any] = {"lease_expires_at": self.clock() + ttl_s}
-            for ev in events:
-                self._event(conn, job_id, str(ev.get("type", "progress")), dict(ev))
-                for key in ("stage", "step", "total_steps", "eta_s"):
-                    if key in ev:
-                        values[key] = ev[key]
-                if "progress" in ev:
-                    values["progress"] = max(0, min(99, int(ev["progress"])))
-            conn.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(**values))
+            self._progress(conn, job_id, events, ttl_s)
+
+    def progress_many(
+        self, items: Sequence[tuple[str, str, Sequence[dict[str, Any]]]], ttl_s: float
+    ) -> list[str]:
+        """Several held jobs' ``(job_id, lease_id, events)`` as :meth:`progress` records
+        each, in one transaction (a batch's jobs report each step together); returns the
+        job ids whose lease is lost, whose events are dropped."""
+        lost: list[str] = []
+        with write_tx(self.engine) as conn:
+            for job_id, lease_id, events in items:
+                try:
+                    self._held(conn, job_id, lease_id)
+                except LeaseLost:
+                    lost.append(job_id)
+                    continue
+                self._progress(conn, job_id, events, ttl_s)
+        return lost
+
+    def _progress(
+        self, conn: Connection, job_id: str, events: Sequence[dict[str, Any]], ttl_s: float
+    ) -> None:
+        values: dict[str, Any] = {"lease_expires_at": self.clock() + ttl_s}
+        for ev in events:
+            self._event(conn, job_id, str(ev.get("type", "progress")), dict(ev))
+            for key in ("stage", "step", "total_steps", "eta_s"):
+                if key in ev:
+                    values[key] = ev[key]
+            if "progress" in ev:
+                values["progress"] = max(0, min(99, int(ev["progress"])))
+        conn.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(**values))
 
     def complete(
         self,

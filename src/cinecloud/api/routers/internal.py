@@ -243,18 +243,8 @@ async def many_events(body: ManyEvents, state: State) -> dict[str, Any]:
     """Progress events of several held jobs in one request (a batch's, each step):
     ``lost`` lists the jobs whose lease is gone (the worker stops them); the others'
     events are recorded as ``/jobs/{id}/events`` would."""
-    ttl = state.cfg.queue.lease_ttl_s
-
-    def record() -> list[str]:
-        lost = []
-        for item in body.jobs:
-            try:
-                state.jobs.progress(item.job_id, item.lease_id, item.events, ttl)
-            except LeaseLost:
-                lost.append(item.job_id)
-        return lost
-
-    lost = await run_in_threadpool(record)
+    items = [(item.job_id, item.lease_id, item.events) for item in body.jobs]
+    lost = await run_in_threadpool(state.jobs.progress_many, items, state.cfg.queue.lease_ttl_s)
     state.events.notify()
     return {"lost": lost}
 
