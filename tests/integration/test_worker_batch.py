@@ -11,6 +11,7 @@ a SIGTERM mid-batch gives every lease back.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +39,7 @@ pytestmark = pytest.mark.integration
 HERE = Path(__file__).resolve().parent
 SLOW = "cinecloud.testing.fake_runner:slow_fake_runner_factory"  # 0.5 s a step
 BATCH_FAILS = f"{Path(__file__).stem}:batch_fails_runner_factory"
+UNSAVEABLE = f"{Path(__file__).stem}:unsaveable_runner_factory"
 STEPS = 8
 SERVER_ENV = {**limits_env(), **quick_queue_env()}
 END = ("completed", "failed", "canceled")
@@ -58,6 +60,26 @@ class _BatchFails(FakeRunner):
 
 def batch_fails_runner_factory(spec: ModelSpec, cfg: Config) -> FakeRunner:
     return _BatchFails(spec, step_s=0.05)
+
+
+class _Unsaveable(FakeRunner):
+    """A fake whose frames for an "unsaveable" prompt cannot be written for the render
+    (an object array: ``np.save`` refuses it without pickling)."""
+
+    def run(
+        self,
+        params: GenerationParams,
+        on_step: Callable[[StepInfo], None],
+        should_cancel: Callable[[], bool],
+    ) -> RunResult:
+        result = super().run(params, on_step, should_cancel)
+        if "unsaveable" not in params.prompt:
+            return result
+        return dataclasses.replace(result, frames=result.frames.astype(object))
+
+
+def unsaveable_runner_factory(spec: ModelSpec, cfg: Config) -> FakeRunner:
+    return _Unsaveable(spec, step_s=0.02)
 
 
 @pytest.fixture
@@ -159,11 +181,16 @@ def test_compatible_jobs_share_one_engine_call(
     assert 0 < counts.get(("POST", "/internal/v1/deliveries", "200"), 0) <= len(done)  # of 4
 
 
+def _importable_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the worker processes import this module's runner factories."""
+    pythonpath = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    monkeypatch.setenv("PYTHONPATH", pythonpath)
+
+
 def test_a_failed_batch_runs_its_jobs_one_by_one(
     service: Service, client: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pythonpath = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
-    monkeypatch.setenv("PYTHONPATH", pythonpath)
+    _importable_here(monkeypatch)
     ids = submit(client, 3)
     with workers(service, tmp_path, BATCH_FAILS) as fleet:
         fleet.start()
@@ -204,3 +231,18 @@ def _video_bytes(client: httpx.Client, video: dict[str, Any]) -> bytes:
     resp = httpx.get(video["outputs"]["video"], timeout=30)
     assert resp.status_code == 200
     return resp.content
+
+
+def test_frames_that_cannot_be_handed_to_the_render_fail_their_job_only(
+    service: Service, client: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _importable_here(monkeypatch)
+    bad = submit(client, 1, prompt="an unsaveable shape")[0]
+    good = submit(client, 1, prompt="a red star moving to the left")[0]
+    with workers(service, tmp_path, UNSAVEABLE, max_batch=1) as fleet:
+        fleet.start()
+        failed, done = ended(client, bad), ended(client, good)
+    assert done["status"] == "completed", done
+    assert failed["status"] == "failed", failed
+    assert failed["error"]["code"] == "engine_error", failed["error"]
+    assert "could not hand the frames to the render" in failed["error"]["message"]
