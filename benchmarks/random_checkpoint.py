@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gpu_engine import CASES, TINY_CASES, cast_as_loaded  # noqa: E402
-from make_tiny_wan import _build_tokenizer  # noqa: E402
+from make_tiny_wan import _build_tokenizer, save_staged  # noqa: E402
 
 from cinecloud.engine.catalog import REAL_MODELS, WAN_SCHEDULER  # noqa: E402
 
@@ -104,14 +102,7 @@ def build(out: Path, *, tiny: bool, text_layers: int, device: str, force: bool) 
     if (target / "model_index.json").is_file() and not force:
         return target
     pipe = WanPipeline(**components(tiny=tiny, text_layers=text_layers, device=device))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{NAME}-") as tmp:
-        staged = Path(tmp) / "ckpt"
-        pipe.save_pretrained(staged)
-        if target.exists():
-            shutil.rmtree(target)
-        staged.rename(target)
-    return target
+    return save_staged(pipe, target)
 
 
 def main(argv: list[str] | None = None) -> int:

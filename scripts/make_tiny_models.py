@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_tiny_wan import (
     _build_tokenizer,
+    save_staged,
     t5_config_kwargs,
     tiny_umt5,
     tiny_wan_transformer,
@@ -428,16 +427,7 @@ def build(name: str, out_dir: Path, *, force: bool = False) -> Path:
         return out_dir
     if out_dir.exists() and not is_built(out_dir) and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} is not empty and holds no pipeline; not replacing it")
-    pipe = BUILDERS[name]()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Save next to the target, then swap in, so a half-written checkpoint never looks built.
-    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".tiny-{name}-") as tmp:
-        staged = Path(tmp) / "ckpt"
-        pipe.save_pretrained(staged)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staged.rename(out_dir)
-    return out_dir
+    return save_staged(BUILDERS[name](), out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,15 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-__all__ = ["CORPUS", "DEFAULT_OUT", "build_tiny_wan", "checkpoint_size", "is_built", "main"]
+__all__ = [
+    "CORPUS",
+    "DEFAULT_OUT",
+    "build_tiny_wan",
+    "checkpoint_size",
+    "is_built",
+    "main",
+    "save_staged",
+]
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "models" / "tiny-wan"
 SEED = 0
@@ -195,10 +203,14 @@ def build_tiny_wan(out_dir: Path = DEFAULT_OUT, *, force: bool = False) -> Path:
 
     from diffusers.pipelines.wan.pipeline_wan import WanPipeline
 
-    pipe = WanPipeline(**_build_components())
+    return save_staged(WanPipeline(**_build_components()), out_dir)
+
+
+def save_staged(pipe: Any, out_dir: Path) -> Path:
+    """``pipe.save_pretrained`` next to ``out_dir``, then swapped in, so a half-written
+    checkpoint never looks built."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Save next to the target, then swap in, so a half-written checkpoint never looks built.
-    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".tiny-wan-") as tmp:
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}-") as tmp:
         staged = Path(tmp) / "ckpt"
         pipe.save_pretrained(staged)
         if out_dir.exists():
