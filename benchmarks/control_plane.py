@@ -6,7 +6,8 @@ SQLite. By default the engine is the test engine (``--engine fake``: 20 ms a ste
 batch costing what one job does, as on a GPU, and frames of the model's size that are
 rendered for real), so that what is measured is the lease, the progress events, the
 upload of each job's files and its completion, as the worker and the server do them;
-``--engine model`` runs our own ``cinecloud/shapes-t2v`` instead. Jobs take one step.
+``--engine model`` runs our own ``cinecloud/shapes-t2v`` instead. Jobs take ``--steps``
+steps (1 by default; each step is a progress event the worker may send).
 After a warm-up round of ``max_batch`` jobs, ``-k`` jobs are submitted at once and
 polled once a second until all have completed (the polls, the heartbeats and the
 server's background loops are in the figures too, but cost by the second, not by the
@@ -47,7 +48,9 @@ SIDES = ("before", "after")
 FAKE_ENGINE = "cinecloud.testing.fake_runner:fake_runner_factory"
 
 
-def run(src: Path, max_batch: int, jobs: int, tmp: Path, fake: bool) -> dict[str, float]:
+def run(
+    src: Path, max_batch: int, jobs: int, tmp: Path, fake: bool, steps: int = 1
+) -> dict[str, float]:
     """One fresh service on ``src``'s code; the per-job figures of ``jobs`` jobs."""
     env = {
         **limits_env(),
@@ -62,7 +65,7 @@ def run(src: Path, max_batch: int, jobs: int, tmp: Path, fake: bool) -> dict[str
         with svc.client() as client:
 
             def submit(n: int, first_seed: int) -> list[str]:
-                body = {"model": MODEL, "steps": 1, "prompt": "a red star moving to the left"}
+                body = {"model": MODEL, "steps": steps, "prompt": "a red star moving to the left"}
                 return [
                     str(
                         client.post("/v1/videos", json={**body, "seed": first_seed + i}).json()[
@@ -86,8 +89,8 @@ def run(src: Path, max_batch: int, jobs: int, tmp: Path, fake: bool) -> dict[str
     return {**out, "wall_s": wall}
 
 
-def _table(results: dict[str, dict[str, dict[str, float]]], jobs: int) -> Table:
-    table = Table(title=f"control-plane work per job ({jobs} one-step jobs a run)")
+def _table(results: dict[str, dict[str, dict[str, float]]], jobs: int, steps: int) -> Table:
+    table = Table(title=f"control-plane work per job ({jobs} jobs of {steps} steps a run)")
     for col in ("max_batch", "measure", "before", "after", "after / before"):
         table.add_column(col, justify="right")
     for batch, sides in results.items():
@@ -110,6 +113,7 @@ def main() -> int:
     p.add_argument("-k", "--jobs", type=int, default=32)
     p.add_argument("--engine", choices=["fake", "model"], default="fake")
     p.add_argument("-b", "--batch", type=int, default=4, help="the batched worker.max_batch")
+    p.add_argument("--steps", type=int, default=1, help="denoise steps a job")
     p.add_argument("--json", type=Path, default=RESULTS / "control_plane.json")
     args = p.parse_args()
     results: dict[str, dict[str, dict[str, float]]] = {}
@@ -120,13 +124,16 @@ def main() -> int:
         }
         for batch in (1, args.batch):
             results[str(batch)] = {
-                side: run(srcs[side], batch, args.jobs, Path(tmp), args.engine == "fake")
+                side: run(
+                    srcs[side], batch, args.jobs, Path(tmp), args.engine == "fake", args.steps
+                )
                 for side in SIDES
             }
-    Console(width=120).print(_table(results, args.jobs))
+    Console(width=120).print(_table(results, args.jobs, args.steps))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     record = {"date": time.strftime("%Y-%m-%d"), "before": args.before, "jobs": args.jobs}
     record["engine"] = args.engine
+    record["steps"] = args.steps
     args.json.write_text(json.dumps({**record, "results": results}, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0
