@@ -126,12 +126,20 @@ def test_sigterm_gives_every_held_job_back(service: Service, tmp_path: Path) -> 
         # the first job renders while the second denoises and the third waits for it
         holding = wait_until("three jobs held", lambda: len(held()) >= 3 and held(), 60)
         assert first.stop(timeout=30) == [0]
-        for vid in holding:
-            wait_for_video(c, vid, lambda v: v["status"] == "queued", timeout=10)
+        # the stop settled every held job: given back, or delivered if its render ended
+        # before the stop reached the worker (the first one's may, on a loaded machine)
+        settled = ("queued", "completed")
+        states = {
+            vid: wait_for_video(c, vid, lambda v: v["status"] in settled, timeout=10)["status"]
+            for vid in holding
+        }
+        given_back = [vid for vid in holding if states[vid] != "completed"]
+        assert len(given_back) >= len(holding) - 1, states
+        assert all(states[vid] == "queued" for vid in given_back), states
         workers.start()
         videos = {vid: ended(c, vid) for vid in ids}
         assert all(v["status"] == "completed" for v in videos.values()), videos
-        for vid in holding:
+        for vid in given_back:
             assert videos[vid]["attempts"] == 1, videos[vid]  # the preemption did not count
             reasons = [e["reason"] for e in job_events(c, vid) if e["type"] == "requeued"]
             assert reasons == ["preempted"], reasons
