@@ -96,5 +96,12 @@ def test_cancel_mid_denoise(start_service: Callable[..., Service]) -> None:
         final = c.get(f"/v1/videos/{v['id']}").json()
         assert final["status"] == "canceled" and final["step"] < SLOW["steps"]
         wait_for(c, nxt["id"], lambda x: x["status"] == "completed", 60)
-    leftovers = [p for p in svc.home.rglob("*") if v["id"] in str(p)]
+    # os.walk skips what vanishes under it: the worker may still be removing the next
+    # job's work folder (rglob raised FileNotFoundError there)
+    leftovers = [
+        os.path.join(top, name)
+        for top, dirs, files in os.walk(svc.home)
+        for name in dirs + files
+        if v["id"] in os.path.join(top, name)
+    ]
     assert leftovers == []
