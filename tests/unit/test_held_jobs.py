@@ -187,3 +187,15 @@ def test_render_processes_share_the_cpus(pool: int, cpus: int, threads: int) -> 
     from cinecloud.workers.renderer import render_threads
 
     assert render_threads(pool, cpus) == threads
+
+
+@pytest.mark.parametrize(
+    ("rendering", "share", "cpus", "threads"),
+    [(1, 4, 16, 16), (2, 4, 16, 8), (4, 4, 16, 4), (6, 4, 16, 4), (1, 1, 2, 2), (0, 2, 8, 8)],
+)
+def test_a_render_gets_the_cpus_the_others_leave(
+    rendering: int, share: int, cpus: int, threads: int
+) -> None:
+    from cinecloud.workers.renderer import job_threads
+
+    assert job_threads(rendering, share, cpus) == threads

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,20 +97,23 @@ def render_trusted(
     model: str = "",
     clock: Callable[[], float] = time.perf_counter,
 ) -> TrustedRender:
-    """Gate, mark, render and sign ``frames``; raises QcFailed before writing anything."""
-    started = clock()
-    report: QcReport | None = run_qc(frames, settings.qc) if settings.qc.enabled else None
-    checked = clock()
+    """Gate, mark, render and sign ``frames``; raises QcFailed before writing anything.
+
+    The gate reads the frames on a second thread while they are marked (both are mostly
+    numpy and OpenCV, which let go of the interpreter lock); nothing is written until
+    it has passed."""
+
+    def gate(source: np.ndarray) -> tuple[QcReport, float]:
+        began = clock()
+        return run_qc(source, settings.qc), clock() - began
+
+    with ThreadPoolExecutor(1, thread_name_prefix="qc") as pool:
+        gating = pool.submit(gate, frames) if settings.qc.enabled else None
+        frames, marking_s = _mark(frames, fps, job_id, settings, display_size, clock)
+        report, qc_s = gating.result() if gating is not None else (None, 0.0)
     prov = settings.provenance
     payload = payload_hex(job_id)
     label = aigc_label(settings.producer, job_id, reserved_code=payload)
-    if prov.enabled:
-        if display_size is not None and display_size != (frames.shape[2], frames.shape[1]):
-            frames = scale_frames(frames, display_size)  # mark what is encoded: see below
-        if prov.caption:
-            frames = add_caption(frames, fps)
-        frames = embed_watermark(frames, job_id)
-    marked = clock()
     metadata = label_metadata(label) if prov.enabled else None
     files = render_outputs(frames, out_dir, fps, display_size=display_size, metadata=metadata)
     rendered = clock()
@@ -120,8 +124,29 @@ def render_trusted(
                 manifest = c2pa_manifest(item.name, label, payload, model)
                 sign_in_place(item.path, manifest, credentials)
     signed = clock()
-    timings = {"qc": checked - started, "provenance": (marked - checked) + (signed - rendered)}
+    timings = {"qc": qc_s, "provenance": marking_s + (signed - rendered)}
     return TrustedRender(files, report.record() if report else {}, timings)
+
+
+def _mark(
+    frames: np.ndarray,
+    fps: int,
+    job_id: str,
+    settings: TrustSettings,
+    display_size: tuple[int, int] | None,
+    clock: Callable[[], float],
+) -> tuple[np.ndarray, float]:
+    """With provenance on, ``frames`` scaled to the display size, captioned and
+    watermarked (else as they are), and the seconds that took."""
+    started = clock()
+    prov = settings.provenance
+    if prov.enabled:
+        if display_size is not None and display_size != (frames.shape[2], frames.shape[1]):
+            frames = scale_frames(frames, display_size)  # mark what is encoded: see below
+        if prov.caption:
+            frames = add_caption(frames, fps)
+        frames = embed_watermark(frames, job_id)
+    return frames, clock() - started
 
 
 _CREDENTIALS: dict[tuple[str, ...], Credentials] = {}

@@ -200,6 +200,7 @@ class Render:
     fps: int
     display_size: tuple[int, int] | None = None
     model: str = ""  # named in the file's provenance
+    threads: int = 0  # threads its encoders may use (0: the render process's share)
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,7 @@ class Rendered:
     render_s: float
     timings: dict[str, float] = field(default_factory=dict)
     qc: dict[str, Any] = field(default_factory=dict)
+    threads: int = 0  # threads its encoders used (0: no cap)
 
 
 Message: TypeAlias = (

@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -53,6 +53,7 @@ __all__ = [
     "RENDER_NICE",
     "RenderPool",
     "default_render_processes",
+    "job_threads",
     "render_job",
     "render_main",
     "render_pool_size",
@@ -75,14 +76,31 @@ def save_frames(frames: np.ndarray, path: Path) -> Path:
     return path
 
 
+def _use_threads(threads: int) -> None:
+    """Cap this process's H.264 encoders and OpenCV at ``threads`` (0: no cap)."""
+    from cinecloud.render.encode import set_encoder_threads
+
+    set_encoder_threads(threads)
+    with contextlib.suppress(ImportError):
+        import cv2
+
+        cv2.setNumThreads(threads if threads else -1)  # -1: OpenCV's default
+
+
 def render_job(
-    msg: Render, settings: TrustSettings, clock: Callable[[], float] = time.monotonic
+    msg: Render,
+    settings: TrustSettings,
+    clock: Callable[[], float] = time.monotonic,
+    threads: int = 0,
 ) -> RenderResult:
     """Render one job: read (then delete) its frames file, pass the quality gate, write
-    its outputs with their provenance (render.trusted)."""
+    its outputs with their provenance (render.trusted). Its encoders use ``msg.threads``
+    threads, else ``threads`` (the process's share; 0: no cap)."""
     from cinecloud.render.qc import QcFailed
     from cinecloud.render.trusted import render_trusted
 
+    threads = msg.threads or threads
+    _use_threads(threads)
     started = clock()
     try:
         frames_path = Path(msg.frames_path)
@@ -105,7 +123,7 @@ def render_job(
         message = f"{type(exc).__name__}: {exc}"[:1000]
         return Failed(msg.job_id, FailureCode.ENGINE_ERROR, message)
     files = tuple(OutputFile(f.name, str(f.path), f.content_type) for f in result.files)
-    return Rendered(msg.job_id, files, clock() - started, result.timings, result.qc)
+    return Rendered(msg.job_id, files, clock() - started, result.timings, result.qc, threads)
 
 
 def render_main(
@@ -116,16 +134,9 @@ def render_main(
     threads: int = 0,
 ) -> None:
     """Target of the spawned render process; ``settings`` is a :class:`TrustSettings` as
-    a plain dict; ``threads`` caps the encoders' and OpenCV's threads (0: no cap)."""
-    from cinecloud.render.encode import set_encoder_threads
+    a plain dict; ``threads`` caps the encoders' and OpenCV's threads (0: no cap) for
+    a job that does not name its own (:attr:`Render.threads`)."""
     from cinecloud.render.trusted import TrustSettings
-
-    if threads:
-        set_encoder_threads(threads)
-        with contextlib.suppress(ImportError):
-            import cv2
-
-            cv2.setNumThreads(threads)
 
     logging.basicConfig(level=log_level, format="%(asctime)s render %(levelname)s %(message)s")
     trust = TrustSettings.from_dict(settings)
@@ -143,7 +154,7 @@ def render_main(
         if isinstance(msg, Shutdown):
             return
         if isinstance(msg, Render):
-            conn.send(to_dict(render_job(msg, trust)))
+            conn.send(to_dict(render_job(msg, trust, threads=threads)))
 
 
 @dataclass
@@ -160,6 +171,21 @@ def render_threads(pool_size: int, cpus: int | None = None) -> int:
     them, at least one."""
     count = os.cpu_count() if cpus is None else cpus
     return max(1, (count or 1) // max(1, pool_size))
+
+
+def job_threads(rendering: int, share: int, cpus: int | None = None) -> int:
+    """Threads for a job's encoders when ``rendering`` render processes (this job's
+    included) hold a job: the CPUs shared among those, never fewer than each process's
+    fixed ``share``.
+
+    A lone render (the last job of a queue, or jobs far apart, as a large model's are)
+    then uses every CPU instead of its process's quarter, which shortens the wait for
+    the last video of a queue. A render that starts while others run gets what they
+    leave; one already running keeps its threads until it ends, so a burst oversubscribes
+    the CPUs for one render's time at most, at a lower priority than the engine.
+    """
+    count = os.cpu_count() if cpus is None else cpus
+    return max(share, (count or 1) // max(1, rendering))
 
 
 # Read by numpy's BLAS and OpenMP as a spawned render process imports them.
@@ -207,12 +233,14 @@ class RenderPool:
         *,
         size: int = 1,
         nice: int = RENDER_NICE,
+        cpus: int | None = None,
     ) -> None:
         self._on_result = on_result
         self._nice = nice
         self._settings = settings
         self._size = max(1, size)
-        self._threads = render_threads(self._size)
+        self._cpus = cpus  # None: this machine's
+        self._threads = render_threads(self._size, cpus)
         self._lock = threading.Lock()
         self._links: list[_Link | None] = [None] * self._size
         self._turn = 0
@@ -271,6 +299,8 @@ class RenderPool:
         with self._lock:
             link = self._pick()
             link.held.append(msg.job_id)
+            rendering = sum(1 for other in self._links if other is not None and other.held)
+            msg = replace(msg, threads=job_threads(rendering, self._threads, self._cpus))
             with contextlib.suppress(OSError):  # a dead process fails the job in _read
                 link.conn.send(to_dict(msg))
 
