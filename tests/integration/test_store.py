@@ -166,6 +166,24 @@ def test_heartbeat_extends_lease(stores: tuple[JobStore, AccountStore], clock: F
     assert jobs.extend_leases([(job.id, "lse_other")], 5) == [job.id]
 
 
+def test_one_heartbeat_renews_every_held_lease_and_names_the_lost(
+    stores: tuple[JobStore, AccountStore], clock: FakeClock
+) -> None:
+    jobs, accounts = stores
+    tenant = accounts.ensure_tenant("a").id
+    created = [jobs.create_job(_new(tenant))[0] for _ in range(3)]
+    leased = {j.id: j.lease_id or "" for j in jobs.lease("w1", [MODEL], ttl_s=5, max_jobs=3)}
+    assert set(leased) == {j.id for j in created}
+    held, other, done = (j.id for j in created)
+    jobs.complete(done, leased[done], artifacts=[], timings={}, gpu_seconds=0, engine={})
+    clock.advance(4)
+    pairs = [(held, leased[held]), (other, "lse_other"), (done, leased[done])]
+    assert jobs.extend_leases(pairs, 5) == [other, done]
+    clock.advance(4)  # 8 s after the lease: only the renewed one is still held
+    assert jobs.expire_leases() == [other]
+    assert jobs.get_job(held).status == "in_progress"
+
+
 def test_priority_then_age(stores: tuple[JobStore, AccountStore], clock: FakeClock) -> None:
     jobs, accounts = stores
     tenant = accounts.ensure_tenant("a").id

@@ -11,7 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from cinecloud.jobs import tables as t
@@ -393,25 +404,24 @@ class JobStore:
 
     def extend_leases(self, pairs: Sequence[tuple[str, str]], ttl_s: float) -> list[str]:
         """Extend each held lease; returns the job ids whose lease is lost."""
-        lost: list[str] = []
         if not pairs:
-            return lost
+            return []
+        c = t.jobs.c
+        # One statement for all of them: a busy worker renews a few dozen leases several
+        # times a second, and one UPDATE each was a tenth of the server's time per job.
+        q = (
+            update(t.jobs)
+            .where(
+                tuple_(c.id, c.lease_id).in_([tuple(pair) for pair in pairs]),
+                c.status == JobStatus.IN_PROGRESS.value,
+                c.deleted_at.is_(None),
+            )
+            .values(lease_expires_at=self.clock() + ttl_s)
+            .returning(c.id)
+        )
         with write_tx(self.engine) as conn:
-            expires = self.clock() + ttl_s
-            for job_id, lease_id in pairs:
-                res = conn.execute(
-                    update(t.jobs)
-                    .where(
-                        t.jobs.c.id == job_id,
-                        t.jobs.c.lease_id == lease_id,
-                        t.jobs.c.status == JobStatus.IN_PROGRESS.value,
-                        t.jobs.c.deleted_at.is_(None),
-                    )
-                    .values(lease_expires_at=expires)
-                )
-                if res.rowcount == 0:
-                    lost.append(job_id)
-        return lost
+            kept = set(conn.execute(q).scalars())
+        return [job_id for job_id, _ in pairs if job_id not in kept]
 
     def progress(
         self, job_id: str, lease_id: str, events: Sequence[dict[str, Any]], ttl_s: float

@@ -17,6 +17,7 @@ The delivery loop works in two steps, both durable:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +48,8 @@ EVENT_TYPES = ("started", "progress", "completed", "failed", "canceled")
 DEFAULT_EVENTS = ("started", "completed", "failed", "canceled")
 _OPEN = ("pending", "sending")
 _CURSOR = "fanout"
+#: With no endpoint, how often fanout moves its cursor past the settled events (seconds).
+IDLE_ADVANCE_S = 10.0
 _BATCH = 1000
 
 
@@ -150,6 +153,8 @@ class WebhookStore:
         self.engine = engine
         self.clock = clock
         self.ids = ids
+        self._idle_advanced_at = -math.inf  # when fanout last moved the cursor for no one
+        self._idle = False  # the last fanout found no enabled endpoint
 
     # ------------------------------------------------------------ endpoints
 
@@ -250,13 +255,32 @@ class WebhookStore:
     # ------------------------------------------------------------ fan-out
 
     def fanout(self, grace_s: float) -> int:
-        """Make the messages for new job events; returns how many were made."""
+        """Make the messages for new job events; returns how many were made.
+
+        With no endpoint at all (none registered, no job with a ``webhook_url``) there is
+        nothing to make: the events are not read, and the cursor moves past the settled
+        ones at most every :data:`IDLE_ADVANCE_S` (a pass per burst of job events would
+        otherwise write the cursor several times a second for no one). An endpoint that
+        appears meanwhile gets no event from before it (:meth:`_messages`), so the
+        cursor's lag changes no message, only how far the next pass reads."""
         now = self.clock()
         with read_tx(self.engine) as conn:
             cursor = conn.execute(
                 select(t.webhook_cursor.c.event_id).where(t.webhook_cursor.c.name == _CURSOR)
             ).scalar()
             after = int(cursor or 0)
+            idle = self._idle = not self._any_endpoint(conn)
+            if idle and now - self._idle_advanced_at < IDLE_ADVANCE_S:
+                return 0
+            if idle:
+                upto = self._settled_upto(conn, after, now - grace_s)
+        if idle:
+            self._idle_advanced_at = now
+            if upto > after:
+                with write_tx(self.engine) as conn:
+                    self._advance(conn, after, upto, now)
+            return 0
+        with read_tx(self.engine) as conn:
             tenants = self._tenant_endpoints(conn)
             events = self._events_after(conn, after, tenants)
             if not events:
@@ -272,6 +296,23 @@ class WebhookStore:
                     conn.execute(self._insert_ignore(conn), rows)
                 self._advance(conn, after, upto, now)
         return len(rows)
+
+    def _any_endpoint(self, conn: Connection) -> bool:
+        c = t.webhook_endpoints.c
+        q = select(c.id).where(c.disabled_at.is_(None)).limit(1)
+        return conn.execute(q).first() is not None
+
+    def _settled_upto(self, conn: Connection, after: int, settled_before: float) -> int:
+        """The last event id before the first one newer than ``settled_before`` (events
+        of one moment may commit out of id order), or the last event if none is."""
+        e = t.job_events.c
+        newer = e.id > after
+        first_recent = conn.execute(
+            select(func.min(e.id)).where(newer, e.created_at >= settled_before)
+        ).scalar()
+        if first_recent is not None:
+            return int(first_recent) - 1
+        return int(conn.execute(select(func.max(e.id)).where(newer)).scalar() or after)
 
     def _tenant_endpoints(self, conn: Connection) -> dict[str, list[Any]]:
         c = t.webhook_endpoints.c
@@ -407,8 +448,11 @@ class WebhookStore:
         )
 
     def claim(self, limit: int, lock_s: float, max_attempts: int) -> list[DueDelivery]:
-        """Lease up to ``limit`` due messages for ``lock_s`` seconds."""
+        """Lease up to ``limit`` due messages for ``lock_s`` seconds (none when the last
+        :meth:`fanout` found no enabled endpoint: a message only goes to one)."""
         d, ep = t.webhook_deliveries.c, t.webhook_endpoints.c
+        if self._idle:
+            return []  # no enabled endpoint at the last fan-out: nothing can be due
         now = self.clock()
         due = self._due(now)
         with read_tx(self.engine) as conn:
