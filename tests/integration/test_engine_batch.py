@@ -53,3 +53,47 @@ def test_incompatible_videos_run_one_by_one(runner: Runner) -> None:
     assert not can_batch(runner._family, [a, b])
     results = runner.run_batch([a, b], lambda s: None, lambda: False)
     assert [r.engine.get("batch") for r in results] == [None, None]
+
+
+def test_static_shapes_pad_a_batch_and_warm_each_shape_once(
+    runner: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under CUDA graphs (static shapes) a batch of 3 runs as 4 and its 3 videos are
+    still their own; the warm-up runs the padded shapes up to a worker's max_batch."""
+    batch = [_params(runner, p, seed) for seed, p in enumerate(PROMPTS, start=21)]
+    plain = runner.run_batch(batch, lambda s: None, lambda: False)
+    monkeypatch.setitem(runner.tuning, "compile", "graphs")  # as auto picks on a GPU
+    seen: list[int] = []
+    family = runner._family
+    denoise = family.denoise_batch  # type: ignore[union-attr]
+
+    def counting(encoded: object, params: list[GenerationParams], **kw: object) -> object:
+        seen.append(len(params))
+        return denoise(encoded, params, **kw)
+
+    monkeypatch.setattr(family, "denoise_batch", counting)
+    padded = runner.run_batch(batch, lambda s: None, lambda: False)
+    assert seen == [4]
+    assert [r.engine["batch"] for r in padded] == ["3"] * 3
+    assert [r.engine["batch_padded_to"] for r in padded] == ["4"] * 3
+    assert [r.seed for r in padded] == [p.seed for p in batch]
+    for a, b in zip(plain, padded, strict=True):
+        assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 2
+    seen.clear()
+    assert runner.warm_batches(8) > 0
+    assert seen == [2, 4, 8]
+    seen.clear()
+    monkeypatch.setitem(runner.tuning, "compile", "off")
+    assert runner.warm_batches(8) == 0 and seen == []
+
+
+@pytest.mark.parametrize(
+    ("jobs", "size"), [(1, 1), (2, 2), (3, 4), (4, 4), (5, 8), (7, 8), (8, 8), (9, 16)]
+)
+def test_padded_size_is_the_next_power_of_two(jobs: int, size: int) -> None:
+    from cinecloud.engine.batch import batch_shapes, padded_size
+
+    assert padded_size(jobs) == size
+    assert (
+        batch_shapes(6) == [2, 4, 8] and batch_shapes(1) == [] and batch_shapes(9) == [2, 4, 8, 16]
+    )

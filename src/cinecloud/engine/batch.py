@@ -18,7 +18,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from cinecloud.engine.registry import GenerationParams
 
-__all__ = ["BatchFamily", "batch_key", "can_batch", "split_compatible"]
+__all__ = [
+    "BatchFamily",
+    "batch_key",
+    "batch_shapes",
+    "can_batch",
+    "padded_size",
+    "split_compatible",
+]
 
 
 def batch_key(params: GenerationParams) -> tuple[Any, ...]:
@@ -32,6 +39,22 @@ def batch_key(params: GenerationParams) -> tuple[Any, ...]:
         params.step_cache,
         params.image_path is None,
     )
+
+
+def padded_size(jobs: int) -> int:
+    """The batch a denoiser of static shapes (CUDA graphs) runs ``jobs`` videos in: the
+    next power of two, so a worker meets at most log2(max_batch) + 1 batch shapes, each
+    compiled and recorded once (at start, :meth:`Runner.warm_batches
+    <cinecloud.engine.runner.Runner.warm_batches>`), instead of one per batch size a
+    queue happens to leave (a first batch of 7 cost seconds of compile mid-queue)."""
+    if jobs < 1:
+        raise ValueError(f"a batch holds at least one video (got {jobs})")
+    return 1 << (jobs - 1).bit_length()
+
+
+def batch_shapes(most: int) -> list[int]:
+    """The padded batch sizes of 2 to ``most`` videos (:func:`padded_size`)."""
+    return sorted({padded_size(n) for n in range(2, most + 1)})
 
 
 def split_compatible(params: Sequence[GenerationParams]) -> list[list[int]]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from cinecloud.engine.batch import BatchFamily, can_batch
+from cinecloud.engine.batch import BatchFamily, batch_shapes, can_batch, padded_size
 from cinecloud.engine.families import Family, make_family
 from cinecloud.engine.memory import MemoryPlan, plan_memory
 from cinecloud.engine.registry import GenerationParams, ModelSpec, check_installed, validate_params
@@ -352,7 +352,9 @@ class Runner:
         """Generate several videos: as one batch where the family and the videos allow
         (:mod:`cinecloud.engine.batch`), else one by one. Each result's timings are the
         batch's stages (what each video waited); ``engine["batch"]`` says how many shared
-        them, so GPU time can be split among them."""
+        them, so GPU time can be split among them. A denoiser compiled with CUDA graphs
+        runs the batch padded to :func:`~cinecloud.engine.batch.padded_size` (copies of
+        the last video, whose results are dropped; ``engine["batch_padded_to"]``)."""
         family = self._family
         if family is None or self.device is None or self.dtype is None or self.plan is None:
             raise RuntimeError(f"runner for {self.spec.id} is not loaded; call load() first")
@@ -361,6 +363,9 @@ class Runner:
         assert isinstance(family, BatchFamily)
         for p in batch:
             validate_params(self.spec, p)
+        jobs = len(batch)
+        if self.tuning.get("compile") == "graphs":  # static shapes: pad (padded_size)
+            batch = [*batch, *[batch[-1]] * (padded_size(jobs) - jobs)]
         clock, total = self._clock, batch[0].steps
         if should_cancel():
             raise Cancelled(0, total)
@@ -385,8 +390,10 @@ class Runner:
             **self.plan.record(),
             **self.tuning,
             "step_cache": "off",
-            "batch": str(len(batch)),
+            "batch": str(jobs),
         }
+        if len(batch) != jobs:
+            engine["batch_padded_to"] = str(len(batch))
         return [
             RunResult(
                 frames=frames,
@@ -397,8 +404,25 @@ class Runner:
                 dtype=self.dtype,
                 engine=dict(engine),
             )
-            for p, frames in zip(batch, videos, strict=True)
+            for p, frames in zip(batch[:jobs], videos[:jobs], strict=True)
         ]
+
+    def warm_batches(self, most: int) -> float:
+        """Run each batch shape of up to ``most`` videos once (:func:`batch_shapes`), so
+        that a denoiser compiled with CUDA graphs records them at start, not when a
+        queue first leaves that many jobs; returns the seconds it took (0 where nothing
+        is recorded per shape, or the family does not batch)."""
+        family = self._family
+        if self.tuning.get("compile") != "graphs" or not isinstance(family, BatchFamily):
+            return 0.0
+        started = self._clock()
+        with tempfile.TemporaryDirectory(prefix="cinecloud-warmup-") as tmp:
+            probe = self._probe_params(Path(tmp))
+            if not can_batch(family, [probe, probe]):
+                return 0.0
+            for size in batch_shapes(most):
+                self.run_batch([probe] * size, lambda info: None, lambda: False)
+        return self._clock() - started
 
     def run(
         self,

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from cinecloud.config import Config
 from cinecloud.engine.finite import NonFiniteFrames
-from cinecloud.workers.batches import BatchRun
+from cinecloud.workers.batches import BatchRun, max_batch
 from cinecloud.workers.checkpoints import CheckpointWriter
 from cinecloud.workers.messages import (
     Cancel,
@@ -279,6 +279,12 @@ class _Child:
             self.link = RankLink()
         self._models, load_s = _load_models(self._cfg, self._clock, self._ranks)
         device, gpus = _probe_devices()
+        if self._ranks is None:  # a parallel engine runs one job at a time
+            most = max_batch(self._cfg.worker, device)
+            for loaded in self._models.values():
+                warm = getattr(loaded.runner, "warm_batches", None)
+                if most > 1 and warm is not None:
+                    load_s += warm(most)
         return Ready(models=tuple(self._models), load_s=load_s, device=device, gpus=gpus)
 
     # ---------------------------------------------------------- the pipe
