@@ -24,6 +24,7 @@ from cinecloud.jobs import (
 from cinecloud.jobs.tables import metadata
 from cinecloud.scheduler import PlacementPolicy, lease_order, load_service_models
 from cinecloud.testing.clock import FakeClock
+from tests.jobs import new_job
 
 MODEL = "cinecloud/tiny-wan"
 
@@ -42,17 +43,7 @@ def stores(db_url: str, clock: FakeClock) -> Iterator[tuple[JobStore, AccountSto
 
 
 def _new(tenant: str, **kw: object) -> NewJob:
-    args: dict[str, object] = dict(
-        tenant_id=tenant,
-        model=MODEL,
-        prompt="a red ball",
-        params={"steps": 2},
-        seconds="1",
-        size="64x64",
-        seed=1,
-    )
-    args.update(kw)
-    return NewJob(**args)  # type: ignore[arg-type]
+    return new_job(tenant, MODEL, **kw)
 
 
 def test_migration_matches_metadata(db_url: str) -> None:

@@ -14,6 +14,7 @@ from cinecloud.jobs import tables as t
 from cinecloud.jobs.store import Admit
 from cinecloud.jobs.usage import TenantUsage, UsageLedger
 from cinecloud.testing.clock import FakeClock
+from tests.jobs import new_job
 
 MODEL = "cinecloud/shapes-t2v"
 T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
@@ -32,16 +33,8 @@ def cap(n: int) -> Admit:
 
 
 def new(tenant: str, key: str | None = None) -> NewJob:
-    return NewJob(
-        tenant_id=tenant,
-        model=MODEL,
-        prompt="a red ball",
-        params={"steps": 2},
-        seconds="2",
-        size="64x64",
-        seed=1,
-        idempotency_key=key,
-        request_hash="h" if key else None,
+    return new_job(
+        tenant, MODEL, seconds="2", idempotency_key=key, request_hash="h" if key else None
     )
 
 

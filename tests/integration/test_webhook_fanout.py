@@ -9,10 +9,11 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from cinecloud.jobs import AccountStore, JobStore, NewJob, make_engine, migrate
+from cinecloud.jobs import AccountStore, JobStore, make_engine, migrate
 from cinecloud.jobs import tables as t
 from cinecloud.jobs.webhooks import IDLE_ADVANCE_S, WebhookStore
 from cinecloud.testing.clock import FakeClock
+from tests.jobs import new_job
 
 pytestmark = pytest.mark.integration
 
@@ -36,17 +37,7 @@ def stores(db_url: str) -> Iterator[tuple[JobStore, AccountStore, WebhookStore, 
 
 def started_job(jobs: JobStore, tenant: str) -> str:
     """A job created and leased: its ``started`` event is the newest."""
-    job, _ = jobs.create_job(
-        NewJob(
-            tenant_id=tenant,
-            model=MODEL,
-            prompt="a red ball",
-            params={"steps": 2},
-            seconds="1",
-            size="64x64",
-            seed=1,
-        )
-    )
+    job, _ = jobs.create_job(new_job(tenant, MODEL))
     (leased,) = jobs.lease("w1", [MODEL], ttl_s=600)
     assert leased.id == job.id
     return job.id
