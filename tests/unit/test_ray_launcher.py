@@ -41,5 +41,5 @@ def test_node_env_keeps_the_node_and_puts_this_cinecloud_first() -> None:
     env = node_env({"CINECLOUD_WORKER__NAME": "w"}, base)
     assert env["PATH"] == "/node/bin" and env["CINECLOUD_WORKER__NAME"] == "w"
     first, *rest = env["PYTHONPATH"].split(os.pathsep)
-    assert (Path(first) / "cinecloud" / "config.py").is_file()
+    assert (Path(first) / "cinecloud" / "config" / "__init__.py").is_file()
     assert rest == ["/node/lib", "/other"]

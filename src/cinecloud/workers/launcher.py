@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import cinecloud.config
+import cinecloud
 from cinecloud.config import Config
 
 __all__ = ["DEFAULT_POOL", "LocalLauncher", "SupportsTotal", "worker_env"]
@@ -56,7 +56,7 @@ def worker_env(cfg: Config, server_url: str, base: Mapping[str, str]) -> dict[st
     env["CINECLOUD_SERVER__HOME"] = str(cfg.server.home)
     env["CINECLOUD_WORKER__SERVER_URL"] = server_url
     # The workers import the same cinecloud as the launcher, installed or not.
-    src = str(Path(cinecloud.config.__file__).resolve().parents[1])
+    src = str(Path(cinecloud.__file__).resolve().parents[1])
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([src, *(p for p in paths if p != src)])
     return env

@@ -46,7 +46,7 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import cinecloud.config
+import cinecloud
 from cinecloud.config import Config
 from cinecloud.workers.launcher import worker_env
 
@@ -109,7 +109,7 @@ def node_env(settings: Mapping[str, str], base: Mapping[str, str] | None = None)
     ``PYTHONPATH``, as :func:`worker_env` does for local workers."""
     env = dict(os.environ if base is None else base)
     env.update(settings)
-    src = str(Path(cinecloud.config.__file__).resolve().parents[1])
+    src = str(Path(cinecloud.__file__).resolve().parents[1])
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != src]
     env["PYTHONPATH"] = os.pathsep.join([src, *paths])
     return env
