@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -58,33 +59,80 @@ def test_incompatible_videos_run_one_by_one(runner: Runner) -> None:
 def test_static_shapes_pad_a_batch_and_warm_each_shape_once(
     runner: Runner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Under CUDA graphs (static shapes) a batch of 3 runs as 4 and its 3 videos are
-    still their own; the warm-up runs the padded shapes up to a worker's max_batch."""
+    """Under CUDA graphs (static shapes) the warm-up runs the padded shapes up to a
+    worker's max_batch; then a batch of 3 runs as 4 and its 3 videos are still their
+    own, decoded alone; without the memory for the copies it runs as it is."""
+    import cinecloud.engine.runner as runner_module
+    from cinecloud.engine.memory import MemoryProfile
+
     batch = [_params(runner, p, seed) for seed, p in enumerate(PROMPTS, start=21)]
     plain = runner.run_batch(batch, lambda s: None, lambda: False)
     monkeypatch.setitem(runner.tuning, "compile", "graphs")  # as auto picks on a GPU
-    seen: list[int] = []
+    monkeypatch.setattr(runner, "_batch_most", 0)
     family = runner._family
-    denoise = family.denoise_batch  # type: ignore[union-attr]
+    denoise, decode = family.denoise_batch, family.decode_batch  # type: ignore[union-attr]
+    seen: list[int] = []
+    decoded: list[int] = []
 
     def counting(encoded: object, params: list[GenerationParams], **kw: object) -> object:
         seen.append(len(params))
         return denoise(encoded, params, **kw)
 
+    def decoding(latents: Any) -> object:
+        decoded.append(len(latents))
+        return decode(latents)
+
     monkeypatch.setattr(family, "denoise_batch", counting)
+    monkeypatch.setattr(family, "decode_batch", decoding)
+    unpadded = runner.run_batch(batch, lambda s: None, lambda: False)
+    assert seen == [3] and "batch_padded_to" not in unpadded[0].engine  # not warmed yet
+    seen.clear()
+    assert runner.warm_batches(8) > 0
+    assert seen == [2, 4, 8]
+    seen.clear()
+    decoded.clear()
     padded = runner.run_batch(batch, lambda s: None, lambda: False)
-    assert seen == [4]
+    assert seen == [4] and decoded == [3]
     assert [r.engine["batch"] for r in padded] == ["3"] * 3
     assert [r.engine["batch_padded_to"] for r in padded] == ["4"] * 3
     assert [r.seed for r in padded] == [p.seed for p in batch]
     for a, b in zip(plain, padded, strict=True):
         assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 2
+    # the copies must fit in the free memory, as the scheduler's batch did
+    profile = MemoryProfile(0.1, 0.1, 0.1, denoise_gib_per_mpf=1.0, decode_gib_per_mpf=1.0)
+    monkeypatch.setattr(runner, "spec", replace(runner.spec, memory=profile))
+    monkeypatch.setattr(runner_module, "free_gpu_gib", lambda device: 0.001)
     seen.clear()
-    assert runner.warm_batches(8) > 0
+    runner.run_batch(batch, lambda s: None, lambda: False)
+    assert seen == [3]
+
+
+def test_a_failed_batch_warm_up_pads_only_up_to_the_last_shape_that_ran(
+    runner: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(runner.tuning, "compile", "graphs")
+    monkeypatch.setattr(runner, "_batch_most", 0)
+    family = runner._family
+    denoise = family.denoise_batch  # type: ignore[union-attr]
+    seen: list[int] = []
+
+    def short_of_memory(encoded: object, params: list[GenerationParams], **kw: object) -> object:
+        seen.append(len(params))
+        if len(params) > 4:
+            raise RuntimeError("CUDA out of memory (a stand-in)")
+        return denoise(encoded, params, **kw)
+
+    monkeypatch.setattr(family, "denoise_batch", short_of_memory)
+    runner.warm_batches(8)
     assert seen == [2, 4, 8]
     seen.clear()
-    monkeypatch.setitem(runner.tuning, "compile", "off")
-    assert runner.warm_batches(8) == 0 and seen == []
+    three = [_params(runner, PROMPTS[0], seed) for seed in (1, 2, 3)]
+    runner.run_batch(three, lambda s: None, lambda: False)
+    assert seen == [4]  # padded, within what ran
+    seen.clear()
+    with pytest.raises(RuntimeError):  # 5 is past it: it runs as it is (and fails here)
+        runner.run_batch([*three, *three[:2]], lambda s: None, lambda: False)
+    assert seen == [5]
 
 
 @pytest.mark.parametrize(
@@ -93,7 +141,7 @@ def test_static_shapes_pad_a_batch_and_warm_each_shape_once(
 def test_padded_size_is_the_next_power_of_two(jobs: int, size: int) -> None:
     from cinecloud.engine.batch import batch_shapes, padded_size
 
-    assert padded_size(jobs) == size
-    assert (
-        batch_shapes(6) == [2, 4, 8] and batch_shapes(1) == [] and batch_shapes(9) == [2, 4, 8, 16]
-    )
+    assert padded_size(jobs, 16) == size
+    assert padded_size(jobs, 4) == max(jobs, min(size, 4))
+    assert batch_shapes(8) == [2, 4, 8] and batch_shapes(6) == [2, 4, 6]
+    assert batch_shapes(1) == []

@@ -173,3 +173,22 @@ def test_a_failed_gate_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(QcFailed, match="black: 16 of 16"):
         render_trusted(black, tmp_path / "job", 8, job_id=JOB, settings=settings(tmp_path))
     assert not (tmp_path / "job").exists()
+
+
+def test_a_failed_gate_is_the_verdict_even_when_marking_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate reads the frames while they are marked: frames that fail it fail the job
+    as ``qc_failed``, not as whatever error the marking met meanwhile."""
+    import cinecloud.render.trusted as trusted
+
+    def broken(*args: object, **kw: object) -> None:
+        raise OSError("the marking failed")
+
+    monkeypatch.setattr(trusted, "embed_watermark", broken)
+    black = np.zeros((16, 64, 64, 3), np.uint8)
+    with pytest.raises(QcFailed, match="black: 16 of 16"):
+        render_trusted(black, tmp_path / "job", 8, job_id=JOB, settings=settings(tmp_path))
+    with pytest.raises(OSError, match="marking failed"):  # frames that pass: its own error
+        render_trusted(frames(3), tmp_path / "ok", 8, job_id=JOB, settings=settings(tmp_path))
+    assert not (tmp_path / "job").exists() and not (tmp_path / "ok").exists()

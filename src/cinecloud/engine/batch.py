@@ -41,20 +41,21 @@ def batch_key(params: GenerationParams) -> tuple[Any, ...]:
     )
 
 
-def padded_size(jobs: int) -> int:
-    """The batch a denoiser of static shapes (CUDA graphs) runs ``jobs`` videos in: the
-    next power of two, so a worker meets at most log2(max_batch) + 1 batch shapes, each
-    compiled and recorded once (at start, :meth:`Runner.warm_batches
-    <cinecloud.engine.runner.Runner.warm_batches>`), instead of one per batch size a
-    queue happens to leave (a first batch of 7 cost seconds of compile mid-queue)."""
+def padded_size(jobs: int, most: int) -> int:
+    """The batch a denoiser of static shapes (CUDA graphs) runs ``jobs`` videos in, on a
+    worker that batches up to ``most``: the next power of two, at most ``most``. A worker
+    then meets at most log2(most) + 2 batch shapes, each compiled and recorded once (at
+    start, :meth:`Runner.warm_batches <cinecloud.engine.runner.Runner.warm_batches>`),
+    instead of one per batch size a queue happens to leave (a first batch of 7 cost
+    seconds of compile mid-queue)."""
     if jobs < 1:
         raise ValueError(f"a batch holds at least one video (got {jobs})")
-    return 1 << (jobs - 1).bit_length()
+    return max(jobs, min(1 << (jobs - 1).bit_length(), most))
 
 
 def batch_shapes(most: int) -> list[int]:
     """The padded batch sizes of 2 to ``most`` videos (:func:`padded_size`)."""
-    return sorted({padded_size(n) for n in range(2, most + 1)})
+    return sorted({padded_size(n, most) for n in range(2, most + 1)})
 
 
 def split_compatible(params: Sequence[GenerationParams]) -> list[list[int]]:

@@ -26,6 +26,7 @@ __all__ = [
     "TILING_MODES",
     "MemoryPlan",
     "MemoryProfile",
+    "job_activation_gib",
     "plan_memory",
 ]
 
@@ -71,6 +72,11 @@ class MemoryPlan:
             "vae_tiling": "on" if self.vae_tiling else "off",
             "memory_reason": self.reason,
         }
+
+
+def job_activation_gib(profile: MemoryProfile, width: int, height: int, frames: int) -> float:
+    """GiB one more video of this shape adds to a batched denoise: its activations."""
+    return profile.denoise_gib_per_mpf * width * height * frames / 1e6
 
 
 def _peaks(profile: MemoryProfile, mpf: float) -> dict[tuple[str, bool], float]:

@@ -10,6 +10,7 @@ Importing this module does not import torch; :meth:`Runner.load` does.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ import numpy as np
 
 from cinecloud.engine.batch import BatchFamily, batch_shapes, can_batch, padded_size
 from cinecloud.engine.families import Family, make_family
-from cinecloud.engine.memory import MemoryPlan, plan_memory
+from cinecloud.engine.memory import HEADROOM, MemoryPlan, job_activation_gib, plan_memory
 from cinecloud.engine.registry import GenerationParams, ModelSpec, check_installed, validate_params
 from cinecloud.engine.speed import (
     ATTENTION_MODES,
@@ -53,6 +54,8 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
 ]
+
+log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -190,6 +193,7 @@ class Runner:
         self._quantize = quantize
         self._cache_threshold = step_cache_threshold
         self.tuning: dict[str, str] = {}
+        self._batch_most = 0  # batches are padded up to this size (warm_batches sets it)
         self._clock = clock
         self._ranks = ranks
         self._family: Family | None = None
@@ -364,8 +368,7 @@ class Runner:
         for p in batch:
             validate_params(self.spec, p)
         jobs = len(batch)
-        if self.tuning.get("compile") == "graphs":  # static shapes: pad (padded_size)
-            batch = [*batch, *[batch[-1]] * (padded_size(jobs) - jobs)]
+        batch = self._padded(batch)
         clock, total = self._clock, batch[0].steps
         if should_cancel():
             raise Cancelled(0, total)
@@ -384,7 +387,7 @@ class Runner:
         latents = family.denoise_batch(encoded, batch, on_step=step)
         timings["denoise"] = clock() - start
         start = clock()
-        videos = family.decode_batch(latents)
+        videos = family.decode_batch(latents[:jobs] if len(batch) > jobs else latents)
         timings["decode"] = clock() - start
         engine = {
             **self.plan.record(),
@@ -407,11 +410,32 @@ class Runner:
             for p, frames in zip(batch[:jobs], videos[:jobs], strict=True)
         ]
 
+    def _padded(self, batch: Sequence[GenerationParams]) -> list[GenerationParams]:
+        """``batch`` padded to its :func:`~cinecloud.engine.batch.padded_size` with
+        copies of its last video, under CUDA graphs once :meth:`warm_batches` has set the
+        worker's batch size, and only where the GPU has the memory for the copies (the
+        scheduler sized the batch by that memory); else as it is."""
+        jobs, most = len(batch), self._batch_most
+        if self.tuning.get("compile") != "graphs" or most < 2 or jobs >= most:
+            return list(batch)
+        extra = padded_size(jobs, most) - jobs
+        last = batch[-1]
+        if extra and self.spec.memory is not None and self.device is not None:
+            need = extra * job_activation_gib(
+                self.spec.memory, last.width, last.height, last.num_frames
+            )
+            free = free_gpu_gib(self.device)
+            if free is not None and need > free * HEADROOM:
+                return list(batch)
+        return [*batch, *[last] * extra]
+
     def warm_batches(self, most: int) -> float:
         """Run each batch shape of up to ``most`` videos once (:func:`batch_shapes`), so
         that a denoiser compiled with CUDA graphs records them at start, not when a
-        queue first leaves that many jobs; returns the seconds it took (0 where nothing
-        is recorded per shape, or the family does not batch)."""
+        queue first leaves that many jobs; from then on batches are padded to those
+        shapes. Returns the seconds it took (0 where nothing is recorded per shape, or
+        the family does not batch). A shape that fails (out of memory, say) ends the
+        warm-up: batches are padded only up to the last shape that ran."""
         family = self._family
         if self.tuning.get("compile") != "graphs" or not isinstance(family, BatchFamily):
             return 0.0
@@ -421,7 +445,12 @@ class Runner:
             if not can_batch(family, [probe, probe]):
                 return 0.0
             for size in batch_shapes(most):
-                self.run_batch([probe] * size, lambda info: None, lambda: False)
+                try:
+                    self.run_batch([probe] * size, lambda info: None, lambda: False)
+                except Exception as exc:
+                    log.warning("batch warm-up of %d failed, padding stops there: %s", size, exc)
+                    break
+                self._batch_most = size
         return self._clock() - started
 
     def run(

@@ -109,7 +109,12 @@ def render_trusted(
 
     with ThreadPoolExecutor(1, thread_name_prefix="qc") as pool:
         gating = pool.submit(gate, frames) if settings.qc.enabled else None
-        frames, marking_s = _mark(frames, fps, job_id, settings, display_size, clock)
+        try:
+            frames, marking_s = _mark(frames, fps, job_id, settings, display_size, clock)
+        except Exception:
+            if gating is not None:
+                gating.result()  # frames that fail the gate are that, whatever else failed
+            raise
         report, qc_s = gating.result() if gating is not None else (None, 0.0)
     prov = settings.provenance
     payload = payload_hex(job_id)
