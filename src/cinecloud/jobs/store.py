@@ -422,7 +422,7 @@ class JobStore:
             ).rowcount
             if renewed == len(wanted):
                 return []
-            kept = set(conn.execute(select(c.id, c.lease_id).where(held)).tuples())
+            kept = {(r[0], r[1]) for r in conn.execute(select(c.id, c.lease_id).where(held))}
         return [job_id for job_id, lease_id in pairs if (job_id, lease_id) not in kept]
 
     def progress(
