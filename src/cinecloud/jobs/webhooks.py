@@ -260,9 +260,12 @@ class WebhookStore:
         With no endpoint at all (none registered, no job with a ``webhook_url``) there is
         nothing to make: the events are not read, and the cursor moves past the settled
         ones at most every :data:`IDLE_ADVANCE_S` (a pass per burst of job events would
-        otherwise write the cursor several times a second for no one). An endpoint that
-        appears meanwhile gets no event from before it (:meth:`_messages`), so the
-        cursor's lag changes no message, only how far the next pass reads."""
+        otherwise write the cursor several times a second for no one). The cursor never
+        passes an event newer than ``grace_s``, as on the busy path, and a tenant's
+        endpoint that appears meanwhile gets no event from before it
+        (:meth:`_messages`), so the idle path skips no message: it only changes how far
+        the next pass reads. (A job's own endpoint, from its ``webhook_url``, is stored
+        just after the job, well within ``grace_s`` of its first events.)"""
         now = self.clock()
         with read_tx(self.engine) as conn:
             cursor = conn.execute(
