@@ -22,8 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "jobs": {"config", "telemetry"},
     "scheduler": {"jobs", "telemetry", "config"},
     "workers": {"engine", "render", "storage", "telemetry", "config"},
-    # the API validates requests against the model registry and sizes batches by the
-    # memory profiles (engine.registry and engine.memory, both free of torch)
+    # the API validates requests against the model registry (engine.registry only)
     "api": {
         "jobs",
         "scheduler",

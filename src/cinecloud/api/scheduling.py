@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from cinecloud.api.state import AppState
-from cinecloud.engine.memory import job_activation_gib
 from cinecloud.jobs import Billing, JobRecord, LeaseOrder
 from cinecloud.jobs.usage import UsageLedger
 from cinecloud.scheduler import (
@@ -119,7 +118,7 @@ def _memory_of(state: AppState, job: JobRecord) -> float:
     if profile is None:
         return 0.0
     shape = job_shape(job)
-    return job_activation_gib(profile, shape.width, shape.height, shape.num_frames) * GIB
+    return profile.job_activation_gib(shape.width, shape.height, shape.num_frames) * GIB
 
 
 def placement(state: AppState, ask: LeaseAsk) -> LeasePlan:

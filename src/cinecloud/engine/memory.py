@@ -26,7 +26,6 @@ __all__ = [
     "TILING_MODES",
     "MemoryPlan",
     "MemoryProfile",
-    "job_activation_gib",
     "plan_memory",
 ]
 
@@ -56,6 +55,10 @@ class MemoryProfile:
     def weights_gib(self) -> float:
         return self.transformer_gib + self.text_encoder_gib + self.other_gib
 
+    def job_activation_gib(self, width: int, height: int, frames: int) -> float:
+        """GiB one more video of this shape adds to a batched denoise: its activations."""
+        return self.denoise_gib_per_mpf * width * height * frames / 1e6
+
 
 @dataclass(frozen=True)
 class MemoryPlan:
@@ -72,11 +75,6 @@ class MemoryPlan:
             "vae_tiling": "on" if self.vae_tiling else "off",
             "memory_reason": self.reason,
         }
-
-
-def job_activation_gib(profile: MemoryProfile, width: int, height: int, frames: int) -> float:
-    """GiB one more video of this shape adds to a batched denoise: its activations."""
-    return profile.denoise_gib_per_mpf * width * height * frames / 1e6
 
 
 def _peaks(profile: MemoryProfile, mpf: float) -> dict[tuple[str, bool], float]:

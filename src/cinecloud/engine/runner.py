@@ -22,7 +22,7 @@ import numpy as np
 
 from cinecloud.engine.batch import BatchFamily, batch_shapes, can_batch, padded_size
 from cinecloud.engine.families import Family, make_family
-from cinecloud.engine.memory import HEADROOM, MemoryPlan, job_activation_gib, plan_memory
+from cinecloud.engine.memory import HEADROOM, MemoryPlan, plan_memory
 from cinecloud.engine.registry import GenerationParams, ModelSpec, check_installed, validate_params
 from cinecloud.engine.speed import (
     ATTENTION_MODES,
@@ -421,8 +421,8 @@ class Runner:
         extra = padded_size(jobs, most) - jobs
         last = batch[-1]
         if extra and self.spec.memory is not None and self.device is not None:
-            need = extra * job_activation_gib(
-                self.spec.memory, last.width, last.height, last.num_frames
+            need = extra * self.spec.memory.job_activation_gib(
+                last.width, last.height, last.num_frames
             )
             free = free_gpu_gib(self.device)
             if free is not None and need > free * HEADROOM:
