@@ -272,16 +272,9 @@ class WebhookStore:
                 select(t.webhook_cursor.c.event_id).where(t.webhook_cursor.c.name == _CURSOR)
             ).scalar()
             after = int(cursor or 0)
-            idle = self._idle = not self._any_endpoint(conn)
-            if idle and now - self._idle_advanced_at < IDLE_ADVANCE_S:
-                return 0
-            if idle:
-                upto = self._settled_upto(conn, after, now - grace_s)
-        if idle:
-            self._idle_advanced_at = now
-            if upto > after:
-                with write_tx(self.engine) as conn:
-                    self._advance(conn, after, upto, now)
+            self._idle = not self._any_endpoint(conn)
+        if self._idle:
+            self._pass_over(after, now - grace_s, now)
             return 0
         with read_tx(self.engine) as conn:
             tenants = self._tenant_endpoints(conn)
@@ -299,6 +292,18 @@ class WebhookStore:
                     conn.execute(self._insert_ignore(conn), rows)
                 self._advance(conn, after, upto, now)
         return len(rows)
+
+    def _pass_over(self, after: int, settled_before: float, now: float) -> None:
+        """With no endpoint: move the cursor past the settled events, at most every
+        :data:`IDLE_ADVANCE_S`."""
+        if now - self._idle_advanced_at < IDLE_ADVANCE_S:
+            return
+        self._idle_advanced_at = now
+        with read_tx(self.engine) as conn:
+            upto = self._settled_upto(conn, after, settled_before)
+        if upto > after:
+            with write_tx(self.engine) as conn:
+                self._advance(conn, after, upto, now)
 
     def _any_endpoint(self, conn: Connection) -> bool:
         c = t.webhook_endpoints.c
